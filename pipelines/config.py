@@ -1,0 +1,176 @@
+"""The typed, validated config: conf/default.yaml, an optional file and key=value overrides merged."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.errors import InputError
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataConfig(_Strict):
+    source: str
+    target: str | None
+    task: Literal["auto", "classification", "regression"]
+
+
+class SplitConfig(_Strict):
+    validation: Fraction
+    test: Fraction
+    seed: Annotated[int, Field(ge=0)]
+
+
+class ModelConfig(_Strict):
+    api: Literal["sequential", "functional"]
+    hidden: list[Annotated[int, Field(gt=0)]]
+    activation: str
+    dropout: Fraction
+
+
+class TrainingConfig(_Strict):
+    optimizer: str
+    learning_rate: Annotated[float, Field(gt=0)] | None
+    batch_size: Annotated[int, Field(gt=0)] | Literal["full"]
+    epochs: Annotated[int, Field(gt=0)]
+    seed: Annotated[int, Field(ge=0)]
+    verbose: Literal[0, 1, 2]
+
+
+class Config(_Strict):
+    experiment: Annotated[str, Field(min_length=1)]
+    data: DataConfig
+    split: SplitConfig
+    model: ModelConfig
+    training: TrainingConfig
+    optimizers: dict[str, dict[str, float | bool]]
+
+    def digest(self) -> str:
+        """A short hash of the resolved config: equal configs, equal digests."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def hyperparameters(self, optimizer: str) -> dict[str, float | bool]:
+        """The optimizer's hyperparameters with training.learning_rate applied when set."""
+        params = dict(self.optimizers.get(optimizer, {}))
+        if self.training.learning_rate is not None:
+            params["learning_rate"] = self.training.learning_rate
+        return params
+
+
+def load_config(
+    path: str | None = None, overrides: str | list[str] | None = None, values: dict[str, Any] | None = None
+) -> Config:
+    """Merge default.yaml, the file at `path`, `key.sub=value` overrides, then dotted `values`; validate."""
+    tree = read_yaml(DEFAULT_FILE)
+    if path:
+        _merge(tree, read_yaml(Path(path)), prefix="")
+    pairs = shlex.split(overrides) if isinstance(overrides, str) else list(overrides or [])
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"override {pair!r} is not key=value: write e.g. training.epochs=5")
+        _set(tree, key.strip(), parse_value(raw))
+    for key, value in (values or {}).items():
+        _set(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise InputError(_explain(exc)) from None
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from a file, with the line of any syntax error."""
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}: give an existing YAML file (e.g. conf/quick.yaml)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"malformed YAML in {path}{where}: {problem}: fix the syntax there") from None
+    if not isinstance(tree, dict):
+        raise InputError(f"config file {path} must hold a mapping of keys, got {type(tree).__name__}")
+    return tree
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value read as YAML: 5 -> int, 1e-3 -> float, [64,32] -> list, full -> str."""
+    for number in (int, float):
+        try:
+            return number(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _merge(base: dict, update: dict, prefix: str) -> None:
+    for key, value in update.items():
+        _check_key(base, key, prefix)
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _is_open(prefix + key):
+            _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            base[key] = value
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node, prefix = tree, ""
+    for part in parents:
+        _check_key(node, part, prefix)
+        if not isinstance(node[part], dict):
+            raise InputError(f"config key {prefix}{part} is a value, not a section: set {prefix}{part}=... instead")
+        node, prefix = node[part], f"{prefix}{part}."
+    if not _is_open(prefix.rstrip(".")):
+        _check_key(node, leaf, prefix)
+    node[leaf] = value
+
+
+def _is_open(section: str) -> bool:
+    # Sections whose keys are names chosen by the user (optimizer names, their hyperparameters).
+    return section == "optimizers" or section.startswith("optimizers.")
+
+
+def _check_key(node: dict, key: str, prefix: str) -> None:
+    if key in node or _is_open(prefix.rstrip(".")):
+        return
+    close = difflib.get_close_matches(key, list(node), n=1)
+    hint = f"did you mean {prefix}{close[0]}? " if close else ""
+    raise InputError(f"unknown config key {prefix}{key}: {hint}known keys here: {', '.join(prefix + k for k in node)}")
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    # Union members add their type (e.g. 'constrained-int') to the location; keep only the keys.
+    where = ".".join(str(p) for p in first["loc"] if not any(ch in str(p) for ch in "-[]"))
+    got = first.get("input")
+    return f"config value {where}={got!r} is invalid: {first['msg'].lower()}"

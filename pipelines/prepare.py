@@ -1,0 +1,41 @@
+"""The data half of every entry point: load, split, fit the preprocessor, make the arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.data import Dataset, load_dataset
+from components.preprocess import Preprocessor, fit_preprocessor
+from components.split import Split, split_dataset
+from components.train import Arrays
+from pipelines.config import Config
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a variant trains on; made once and shared by every variant of a study."""
+
+    dataset: Dataset
+    split: Split
+    preprocessor: Preprocessor
+    arrays: Arrays
+
+
+def prepare_data(cfg: Config) -> tuple[Dataset, Split]:
+    """Load the configured data and split it."""
+    ds = load_dataset(cfg.data.source, cfg.data.target, cfg.data.task)
+    split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
+    return ds, split
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Load, split and preprocess (fitted on the training rows only)."""
+    ds, split = prepare_data(cfg)
+    pre = fit_preprocessor(split.train.features, split.task, split.classes)
+    arrays = Arrays(
+        pre.transform(split.train.features),
+        pre.encode_target(split.train.target),
+        pre.transform(split.validation.features),
+        pre.encode_target(split.validation.target),
+    )
+    return Prepared(ds, split, pre, arrays)

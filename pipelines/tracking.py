@@ -1,0 +1,154 @@
+"""The one place that talks to MLflow: where runs go, how they start and end, what they record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from components.split import Split
+
+log = logging.getLogger("descent")
+SERVING_MODEL = Path(__file__).resolve().parent / "serving_model.py"
+COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else a sqlite file in the working directory (MLflow 3's own default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def ui_command() -> str:
+    """The command that opens the MLflow UI on this tracking store."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+@contextmanager
+def run(experiment: str, run_name: str, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[Any]:
+    """Start (or, under `mlflow run`, adopt) a run; end it FINISHED, FAILED with the reason, or KILLED."""
+    mlflow.set_tracking_uri(tracking_uri())
+    launched = os.environ.get("MLFLOW_RUN_ID") if not nested else None
+    if launched:
+        active = mlflow.start_run(run_id=launched)
+        _warn_experiment(active, experiment)
+        mlflow.set_tag("mlflow.runName", run_name)
+    else:
+        active = mlflow.start_run(
+            experiment_id=experiment_id(experiment), run_name=run_name, nested=nested, tags=tags or {}
+        )
+    if tags:
+        mlflow.set_tags(tags)
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        mlflow.set_tag("descent.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def experiment_id(name: str) -> str:
+    """The id of the experiment called `name`, created when missing."""
+    client = MlflowClient(tracking_uri())
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log params, leaving alone those the launching `mlflow run` already recorded from -P values."""
+    active = mlflow.active_run()
+    present = MlflowClient(tracking_uri()).get_run(active.info.run_id).data.params
+    fresh = {k: _text(v)[:MAX_PARAM_LENGTH] for k, v in params.items() if k not in present}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """One call per epoch (or per summary), not one per metric."""
+    mlflow.log_metrics(metrics, step=step)
+
+
+def log_dataset_inputs(split: Split, name: str, source: str, digest: str) -> None:
+    """Each split as an MLflow dataset input, with its context and digest."""
+    for context, part in split.parts().items():
+        frame = part.features.assign(**{part.target.name: part.target})
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=str(part.target.name), name=f"{name}-{context}")
+        mlflow.log_input(dataset, context=context, tags={"descent.data_digest": digest})
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+def log_json(data: Any, artifact_file: str) -> None:
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_yaml(data: dict, artifact_file: str) -> None:
+    mlflow.log_text(yaml.safe_dump(data, sort_keys=False), artifact_file)
+
+
+def log_servable_model(preprocessor: Any, network: Any, example: pd.DataFrame) -> str:
+    """Log preprocessor + network as one pyfunc model taking raw rows; returns its model URI."""
+    import joblib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        network_path = Path(tmp) / "network.keras"
+        preprocessor_path = Path(tmp) / "preprocessor.joblib"
+        network.save(network_path)
+        joblib.dump(preprocessor, preprocessor_path)
+        outputs = pd.DataFrame(
+            {"prediction": preprocessor.decode(network.predict(preprocessor.transform(example), verbose=0))}
+        )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_MODEL),
+            artifacts={"network": str(network_path), "preprocessor": str(preprocessor_path)},
+            code_paths=[str(COMPONENTS)],
+            signature=infer_signature(example, outputs),
+            input_example=example.head(5),
+            pip_requirements=_requirements(),
+        )
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "tensorflow", "keras", "scikit-learn", "pandas", "joblib")]
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _warn_experiment(active: Any, wanted: str) -> None:
+    actual = MlflowClient(tracking_uri()).get_experiment(active.info.experiment_id).name
+    if actual != wanted:
+        print(
+            f"descent: note: `mlflow run` put this run in experiment {actual!r}, config names {wanted!r}; "
+            f"pass --experiment-name {wanted} to mlflow run to use it",
+            file=sys.stderr,
+        )

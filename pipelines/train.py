@@ -1,0 +1,148 @@
+"""Entry point `train`: one optimizer x batch-size variant, end to end, as one tracked MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from components.model import build_model
+from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
+from components.train import compile_model, evaluate, fit_variant
+from pipelines import cli, tracking
+from pipelines.config import Config, flatten
+from pipelines.prepare import Prepared, prepare
+
+log = logging.getLogger("descent")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train(cfg: Config, prepared: Prepared | None = None, nested: bool = False, tags: dict | None = None) -> dict:
+    """Train the configured variant on the configured data; returns its final metrics."""
+    t = cfg.training
+    hyper = cfg.hyperparameters(t.optimizer)
+    check_optimizer(t.optimizer, hyper)
+    prepared = prepared or prepare(cfg)
+    n_train = len(prepared.split.train)
+    regime = batch_regime(t.batch_size, n_train)
+    name = f"{t.optimizer}-{regime.label}"
+    tags = {**run_tags(cfg, prepared), "descent.variant": name, **(tags or {})}
+    with tracking.run(cfg.experiment, name, tags=tags, nested=nested) as active:
+        tracking.log_params(variant_params(cfg, hyper, regime, n_train))
+        if not nested:
+            log_data_record(cfg, prepared)
+        result = _fit(cfg, prepared, hyper, regime.batch_size)
+        tracking.log_metrics(result["final"])
+        if result["diverged"]:
+            tracking.set_tags({"descent.diverged": "true"})
+        else:
+            result["model_uri"] = tracking.log_servable_model(
+                prepared.preprocessor, result.pop("network"), _example(prepared)
+            )
+            tracking.set_tags({"descent.model_uri": result["model_uri"]})
+        result.pop("network", None)
+        result.update(name=name, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
+    return result
+
+
+def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, n_train: int) -> dict:
+    """The params a person compares variants by, under the names the seed notes use."""
+    t = cfg.training
+    params = {
+        "optimizer": t.optimizer,
+        "learning_rate": hyper["learning_rate"],
+        "batch_size": regime.batch_size,
+        "regime": regime.regime,
+        "epochs": t.epochs,
+        "seed": t.seed,
+        "updates_per_epoch": regime.updates_per_epoch,
+        "train_rows": n_train,
+    }
+    params.update({k: v for k, v in hyper.items() if k != "learning_rate"})
+    resolved = cfg.model_dump(exclude={"training", "optimizers"})
+    params.update(flatten(resolved))
+    return params
+
+
+def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
+    """Tags that let scheduled and resumed runs find their own."""
+    return {
+        "descent.data_digest": prepared.dataset.digest,
+        "descent.config_digest": cfg.digest(),
+        "descent.code_version": code_version(),
+    }
+
+
+def log_data_record(cfg: Config, prepared: Prepared) -> None:
+    """Dataset inputs, split report and resolved config: the record of what the run learned from."""
+    ds = prepared.dataset
+    tracking.log_dataset_inputs(prepared.split, ds.name, ds.source, ds.digest)
+    report = prepared.split.report.to_dict() | {"imputed_values": prepared.preprocessor.imputed}
+    tracking.log_json(report, "split_report.json")
+    tracking.log_yaml(cfg.model_dump(), "config.yaml")
+
+
+def code_version() -> str:
+    """The git commit of the project, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
+    t, arrays, pre = cfg.training, prepared.arrays, prepared.preprocessor
+    model = build_model(pre.n_features, pre.n_outputs, prepared.split.task, **cfg.model.model_dump(), seed=t.seed)
+    compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
+    fit = fit_variant(
+        model, arrays, batch_size, t.epochs, on_epoch=lambda e, m: tracking.log_metrics(m, step=e), verbose=t.verbose
+    )
+    test = prepared.split.test
+    scores = evaluate(model, pre.transform(test.features), pre.encode_target(test.target))
+    final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
+    final.update(
+        train_seconds=fit.train_seconds,
+        total_updates=float(fit.updates),
+        samples_per_second=len(arrays.y_train) * len(fit.history) / max(fit.train_seconds, 1e-9),
+        peak_memory_mb=peak_memory_mb(),
+        diverged=float(fit.diverged),
+    )
+    return {"final": final, "diverged": fit.diverged, "history": fit.history, "network": model}
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _example(prepared: Prepared) -> pd.DataFrame:
+    # Rows with missing values go into the signature sample so served rows may have them too.
+    rows = prepared.split.train.features
+    gaps = rows[rows.isna().any(axis=1)]
+    return pd.concat([rows.head(50), gaps.head(50)]).reset_index(drop=True)
+
+
+def _entry(argv: list[str] | None) -> None:
+    args = cli.parser("Train one optimizer x batch-size variant as one MLflow run.").parse_args(argv)
+    cfg = cli.config_from(args)
+    result = train(cfg)
+    final = result["final"]
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k.startswith("test_"))
+    state = "diverged" if result["diverged"] else "finished"
+    log.info("%s %s: %s (%.1f s)", result["name"], state, shown, final["train_seconds"])
+    log.info("see it: %s", tracking.ui_command())
+
+
+def console() -> None:
+    sys.exit(cli.main(_entry))
+
+
+if __name__ == "__main__":
+    console()

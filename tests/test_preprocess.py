@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.data import load_dataset
+from components.errors import InputError
+from components.preprocess import fit_preprocessor
+from components.split import split_dataset
+
+
+def test_fitted_on_training_rows_only(csv_file):
+    split = split_dataset(load_dataset(str(csv_file), "kind"), 0.2, 0.2, seed=0)
+    pre = fit_preprocessor(split.train.features, split.task, split.classes)
+    x_train = pre.transform(split.train.features)
+    assert x_train.dtype == np.float32
+    assert np.allclose(x_train[:, 0].mean(), 0, atol=1e-5)  # scaled with train statistics
+    assert pre.n_features == x_train.shape[1] == 2 + 3  # two numbers, three colours one-hot
+    assert not np.allclose(pre.transform(split.test.features)[:, 0].mean(), 0, atol=1e-5)
+
+
+def test_missing_values_are_imputed_and_counted():
+    features = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "c": ["x", None, "y", "x"]})
+    pre = fit_preprocessor(features, "classification", ["p", "q"])
+    assert pre.imputed == {"a": 1, "c": 1}
+    assert not np.isnan(pre.transform(features)).any()
+
+
+def test_labels_round_trip():
+    pre = fit_preprocessor(pd.DataFrame({"a": [1.0, 2.0]}), "classification", ["cat", "dog"])
+    codes = pre.encode_target(pd.Series(["dog", "cat"]))
+    assert codes.tolist() == [1, 0]
+    assert pre.decode(np.eye(2)[codes]).tolist() == ["dog", "cat"]
+
+
+def test_unknown_category_at_serving_time_is_ignored():
+    pre = fit_preprocessor(pd.DataFrame({"c": ["x", "y"]}), "classification", [0, 1])
+    assert pre.transform(pd.DataFrame({"c": ["z"]})).tolist() == [[0.0, 0.0]]
+
+
+def test_infinite_values_are_rejected():
+    with pytest.raises(InputError, match="feature column 'a' holds infinite values"):
+        fit_preprocessor(pd.DataFrame({"a": [1.0, np.inf]}), "regression", [])
+
+
+def test_serving_rows_must_have_every_column():
+    pre = fit_preprocessor(pd.DataFrame({"a": [1.0, 2.0], "b": [0.0, 1.0]}), "regression", [])
+    with pytest.raises(InputError, match="lack feature column"):
+        pre.transform(pd.DataFrame({"a": [1.0]}))

@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pytest
+
+from components.model import build_model
+from components.optimizers import make_optimizer
+from components.train import Arrays, compile_model, evaluate, fit_variant
+
+
+def _arrays(n=60, seed=0) -> Arrays:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    return Arrays(x[:40], y[:40], x[40:], y[40:])
+
+
+def _fit(optimizer="adam", lr=0.01, batch_size=8, epochs=3, seed=0, data=None):
+    data = data or _arrays()
+    model = build_model(4, 2, "classification", hidden=[8], activation="relu", dropout=0.0, api="sequential", seed=seed)
+    compile_model(model, make_optimizer(optimizer, {"learning_rate": lr}), "classification")
+    seen = []
+    result = fit_variant(model, data, batch_size, epochs, on_epoch=lambda e, m: seen.append((e, m)))
+    return model, result, seen
+
+
+def test_each_epoch_is_recorded_with_updates_and_time():
+    _, result, seen = _fit(batch_size=8, epochs=3)
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert [m["updates"] for _, m in seen] == [5, 10, 15]  # ceil(40 / 8) updates per epoch
+    first = seen[0][1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "updates"} <= set(first)
+    assert result.updates == 15 and not result.diverged and result.train_seconds > 0
+
+
+@pytest.mark.parametrize(("batch_size", "updates"), [(40, 3), (1, 120), (16, 9)])
+def test_updates_follow_the_batch_regime(batch_size, updates):
+    _, result, _ = _fit(batch_size=batch_size, epochs=3)
+    assert result.updates == updates
+
+
+def test_divergence_stops_training_early():
+    data = _arrays()
+    wild = Arrays(data.x_train * 1e6, data.y_train, data.x_val, data.y_val)
+    _, result, seen = _fit(optimizer="sgd", lr=1e6, batch_size=4, epochs=10, data=wild)
+    assert result.diverged
+    assert len(seen) < 10
+    assert not math.isfinite(seen[-1][1]["loss"])
+
+
+def test_same_seed_same_training():
+    _, a, _ = _fit(seed=1)
+    _, b, _ = _fit(seed=1)
+    _, c, _ = _fit(seed=2)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
+
+
+def test_training_learns_and_evaluates():
+    model, _, _ = _fit(epochs=30)
+    data = _arrays()
+    scores = evaluate(model, data.x_val, data.y_val)
+    assert set(scores) == {"loss", "accuracy"}
+    assert scores["accuracy"] > 0.8
