@@ -29,8 +29,8 @@ def parser(description: str, variant_options: bool = True) -> argparse.ArgumentP
     return p
 
 
-def config_from(args: argparse.Namespace) -> Config:
-    """The validated config from the parsed options; the options win over files and overrides."""
+def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
+    """The validated config from the parsed options (and `extra` dotted keys); options win over files."""
     texts = {"data.source": args.data, "data.target": args.target}
     values = {
         "training.epochs": args.epochs,
@@ -40,7 +40,7 @@ def config_from(args: argparse.Namespace) -> Config:
         "training.seed": getattr(args, "seed", ""),
     }
     chosen = {k: v for k, v in texts.items() if v} | {k: parse_value(v) for k, v in values.items() if v}
-    return load_config(args.config or None, args.overrides, chosen)
+    return load_config(args.config or None, args.overrides, chosen | (extra or {}))
 
 
 def main(entry: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:

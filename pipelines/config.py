@@ -51,12 +51,20 @@ class TrainingConfig(_Strict):
     verbose: Literal[0, 1, 2]
 
 
+class SweepConfig(_Strict):
+    optimizers: list[str]
+    batch_sizes: list[Annotated[int, Field(gt=0)] | str]
+    target: float | None
+    target_fraction: Annotated[float, Field(gt=0, le=1)]
+
+
 class Config(_Strict):
     experiment: Annotated[str, Field(min_length=1)]
     data: DataConfig
     split: SplitConfig
     model: ModelConfig
     training: TrainingConfig
+    sweep: SweepConfig
     optimizers: dict[str, dict[str, float | bool]]
 
     def digest(self) -> str:

@@ -18,6 +18,7 @@ import yaml
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from components.errors import InputError
 from components.split import Split
 
 log = logging.getLogger("descent")
@@ -40,18 +41,29 @@ def ui_command() -> str:
 
 
 @contextmanager
-def run(experiment: str, run_name: str, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[Any]:
-    """Start (or, under `mlflow run`, adopt) a run; end it FINISHED, FAILED with the reason, or KILLED."""
+def run(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    nested: bool = False,
+    run_id: str | None = None,
+) -> Iterator[Any]:
+    """Start, resume (`run_id`) or adopt (under `mlflow run`) a run; end it FINISHED, FAILED or KILLED.
+
+    A nested run goes in its parent's experiment, whatever the config says, so the UI can nest it.
+    """
     mlflow.set_tracking_uri(tracking_uri())
-    launched = os.environ.get("MLFLOW_RUN_ID") if not nested else None
-    if launched:
-        active = mlflow.start_run(run_id=launched)
+    # `mlflow run` hands its run over in MLFLOW_RUN_ID; take it once, so that runs nested under it
+    # are new runs (mlflow.start_run would otherwise resume the launched run again).
+    adopted = run_id or (None if nested else os.environ.pop("MLFLOW_RUN_ID", None))
+    if adopted:
+        active = mlflow.start_run(run_id=adopted)
         _warn_experiment(active, experiment)
         mlflow.set_tag("mlflow.runName", run_name)
     else:
-        active = mlflow.start_run(
-            experiment_id=experiment_id(experiment), run_name=run_name, nested=nested, tags=tags or {}
-        )
+        parent = mlflow.active_run() if nested else None
+        where = parent.info.experiment_id if parent else experiment_id(experiment)
+        active = mlflow.start_run(experiment_id=where, run_name=run_name, nested=nested, tags=tags or {})
     if tags:
         mlflow.set_tags(tags)
     try:
@@ -132,6 +144,71 @@ def log_servable_model(preprocessor: Any, network: Any, example: pd.DataFrame) -
             pip_requirements=_requirements(),
         )
     return info.model_uri
+
+
+def client() -> MlflowClient:
+    return MlflowClient(tracking_uri())
+
+
+def get_run(run_id: str) -> Any:
+    """A run by id, or a clear error naming the id and the tracking store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_run(run_id)
+    except MlflowException:
+        raise InputError(f"no run {run_id!r} in {tracking_uri()}: check the run id and MLFLOW_TRACKING_URI") from None
+
+
+def find_runs(experiment_ids: list[str], tags: dict[str, str], max_results: int = 1000) -> list[Any]:
+    """Runs whose tags all match, newest first."""
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return client().search_runs(
+        experiment_ids, filter_string=where, order_by=["start_time DESC"], max_results=max_results
+    )
+
+
+def children(parent: Any) -> list[Any]:
+    """The runs nested under `parent`, oldest first."""
+    found = find_runs([parent.info.experiment_id], {"mlflow.parentRunId": parent.info.run_id})
+    return sorted(found, key=lambda r: r.info.start_time)
+
+
+def metric_frame(run_id: str, keys: list[str]) -> pd.DataFrame:
+    """Per-epoch metrics of a run as one frame, one row per step (epoch)."""
+    c = client()
+    columns = {}
+    for key in keys:
+        history = c.get_metric_history(run_id, key)
+        if history:
+            columns[key] = pd.Series({m.step: m.value for m in history})
+    frame = pd.DataFrame(columns).sort_index()
+    frame.index.name = "epoch"
+    return frame.reset_index()
+
+
+def mark_failed(run_id: str, reason: str) -> None:
+    """End a run that its process can no longer end (killed, crashed) as FAILED, with the reason."""
+    c = client()
+    c.set_tag(run_id, "descent.error", reason)
+    c.set_terminated(run_id, "FAILED")
+
+
+def log_folder_to(run_id: str, folder: Path, artifact_path: str) -> None:
+    client().log_artifacts(run_id, str(folder), artifact_path)
+
+
+def set_tags_on(run_id: str, tags: dict[str, str]) -> None:
+    c = client()
+    for key, value in tags.items():
+        c.set_tag(run_id, key, value)
+
+
+def runs_page(experiment_id: str) -> str:
+    """The URL of an experiment's runs table (where a sweep's parent expands to its variants)."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs"
 
 
 def _requirements() -> list[str]:

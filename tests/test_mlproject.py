@@ -100,3 +100,28 @@ def test_entry_point_exit_code_is_2_without_mlflow_run(store):
     assert done.stderr.strip().splitlines()[-1] == (
         "descent: error: config value training.learning_rate=0 is invalid: input should be greater than 0"
     )
+
+
+def test_mlflow_run_main_sweeps_and_compare_rebuilds(store, experiment):
+    done = mlflow_run(
+        store,
+        "main",
+        "data=iris",
+        "epochs=2",
+        "optimizers=adam,sgd",
+        "batch_sizes=full,16",
+        "overrides=model.hidden=[8]",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(store)
+    [parent] = client.search_runs([experiment], "tags.`descent.kind` = 'sweep'")
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == ["adam-bs16", "adam-full", "sgd-bs16", "sgd-full"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert "Best variant:" in done.stdout
+    assert f"/#/experiments/{experiment}/runs" in done.stdout
+
+    rebuilt = mlflow_run(store, "compare", f"sweep={parent.info.run_id}")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "Best variant:" in rebuilt.stdout

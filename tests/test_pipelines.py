@@ -37,7 +37,9 @@ def test_train_records_one_complete_run(store, tiny_cfg):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     updates = [m.value for m in client.get_metric_history(run.info.run_id, "updates")]
     assert updates == [7, 14]  # 104 training rows at batch 16: ceil(104 / 16) = 7 per epoch
-    assert {"test_accuracy", "test_loss", "train_seconds", "total_updates", "peak_memory_mb"} <= set(run.data.metrics)
+    assert {"test_accuracy", "test_loss", "train_seconds", "total_updates", "process_peak_memory_mb"} <= set(
+        run.data.metrics
+    )
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
     assert contexts == {"train", "validation", "test"}
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"iris-train", "iris-validation", "iris-test"}

@@ -1,0 +1,216 @@
+"""Compare the variants of a sweep: one table row each, plots a person reads, a short summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# The validation metric that ranks variants, and whether higher is better, by task.
+RANKING = {"classification": ("val_accuracy", True), "regression": ("val_mae", False)}
+
+
+@dataclass
+class VariantRecord:
+    """What a finished (or failed) variant left behind, read from its run."""
+
+    name: str
+    run_id: str
+    status: str
+    params: dict[str, str]
+    history: pd.DataFrame  # one row per epoch: loss, val_loss, metric, epoch_seconds, updates
+    final: dict[str, float] = field(default_factory=dict)
+    diverged: bool = False
+    error: str = ""
+
+
+def target_value(records: list[VariantRecord], task: str, target: float | None, fraction: float) -> float | None:
+    """The validation metric to reach: `target` if given, else `fraction` of the best final value."""
+    if target is not None:
+        return target
+    key, higher = RANKING[task]
+    finals = [r.history[key].iloc[-1] for r in _usable(records) if key in r.history]
+    finals = [v for v in finals if math.isfinite(v)]
+    if not finals:
+        return None
+    return fraction * max(finals) if higher else min(finals) / fraction
+
+
+def comparison_table(records: list[VariantRecord], task: str, target: float | None) -> pd.DataFrame:
+    """One row per variant, best first (ranked on the final validation metric, never on test)."""
+    key, higher = RANKING[task]
+    test_key = "test_" + key.removeprefix("val_")
+    rows = []
+    for r in records:
+        h = r.history
+        values = h[key] if key in h else pd.Series(dtype=float)
+        best_at = (values.idxmax() if higher else values.idxmin()) if values.notna().any() else None
+        reached = _first_reach(h, key, higher, target)
+        rows.append(
+            {
+                "variant": r.name,
+                "optimizer": r.params.get("optimizer"),
+                "batch_size": _int(r.params.get("batch_size")),
+                "regime": r.params.get("regime"),
+                "status": "diverged" if r.diverged else r.status.lower(),
+                f"final_{key}": values.iloc[-1] if len(values) else np.nan,
+                f"best_{key}": values.loc[best_at] if best_at is not None else np.nan,
+                "best_epoch": int(h.loc[best_at, "epoch"]) if best_at is not None else np.nan,
+                test_key: r.final.get(test_key, np.nan),
+                "train_seconds": r.final.get("train_seconds", np.nan),
+                "updates": r.final.get("total_updates", np.nan),
+                "epochs_to_target": reached.get("epoch", np.nan),
+                "updates_to_target": reached.get("updates", np.nan),
+                "seconds_to_target": reached.get("seconds", np.nan),
+                "process_peak_memory_mb": r.final.get("process_peak_memory_mb", np.nan),
+                "diverged": r.diverged,
+                "run_id": r.run_id,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    usable = table["status"] == "finished"
+    table["_rank"] = np.where(usable, table[f"final_{key}"] * (-1 if higher else 1), np.inf)
+    return table.sort_values(["_rank", "train_seconds"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title: str) -> str:
+    """A short summary: the best variant, the fastest to the target, the diverged and failed ones."""
+    key, higher = RANKING[task]
+    finished = table[table["status"] == "finished"]
+    lines = [f"# {title}", ""]
+    if finished.empty:
+        lines.append("No variant finished: see the failed and diverged runs below.")
+    else:
+        best = finished.iloc[0]
+        lines.append(
+            f"**Best variant: {best['variant']}** — final {key} {best[f'final_{key}']:.4f} "
+            f"({'higher' if higher else 'lower'} is better), test {best[_test(key)]:.4f}, "
+            f"{best['train_seconds']:.1f} s, {best['updates']:.0f} updates."
+        )
+        if target is not None:
+            fastest = finished.dropna(subset=["seconds_to_target"]).sort_values("seconds_to_target")
+            if fastest.empty:
+                lines.append(f"\nNo variant reached the target {key} {target:.4f}.")
+            else:
+                f = fastest.iloc[0]
+                lines.append(
+                    f"\n**Fastest to the target** ({key} {target:.4f}): {f['variant']} in "
+                    f"{f['seconds_to_target']:.1f} s, {_count(f['epochs_to_target'], 'epoch')}, "
+                    f"{_count(f['updates_to_target'], 'update')}."
+                )
+    for status, word in (("diverged", "Diverged (loss became NaN or infinite)"), ("failed", "Failed")):
+        names = table.loc[table["status"] == status, "variant"].tolist()
+        lines.append(f"\n{word}: {', '.join(names) if names else 'none'}.")
+    shown = ["variant", f"final_{key}", _test(key), "train_seconds", "updates", "seconds_to_target", "status"]
+    lines += ["", "| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str, folder: Path) -> list[Path]:
+    """PNG plots: validation loss against epochs, updates and seconds; the test metric per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    styles = _styles(records)
+    paths = []
+    for x, label, name, log in (
+        ("epoch", "epoch", "val_loss_by_epoch.png", False),
+        ("updates", "updates (iterations, log scale)", "val_loss_by_update.png", True),
+        ("seconds", "training seconds (log scale)", "val_loss_by_second.png", True),
+    ):
+        fig, ax = plt.subplots(figsize=(11, 6.5))
+        for r in records:
+            h = r.history
+            if "val_loss" not in h or h.empty:
+                continue
+            ax.plot(h[x], h["val_loss"], label=r.name, linewidth=1.6, **styles[r.name])
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss (log scale)")
+        ax.set_yscale("log")
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(f"Validation loss against {x}: one line per variant (colour = optimizer, line = batch size)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, ncol=1 + len(records) // 20)
+        paths.append(_save(fig, folder / name))
+    key = _test(RANKING[task][0])
+    shown = table.dropna(subset=[key])
+    fig, ax = plt.subplots(figsize=(11, max(3.0, 0.32 * len(shown) + 1.2)))
+    colours = [styles[v]["color"] for v in shown["variant"]]
+    ax.barh(shown["variant"], shown[key], color=colours)
+    ax.invert_yaxis()
+    ax.set_xlabel(key.replace("_", " "))
+    ax.set_title(f"{key.replace('_', ' ')} per variant, best validation first")
+    for y, value in enumerate(shown[key]):
+        ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+    paths.append(_save(fig, folder / "test_metric.png"))
+    return paths
+
+
+def _styles(records: list[VariantRecord]) -> dict[str, dict]:
+    import matplotlib.pyplot as plt
+
+    optimizers = list(dict.fromkeys(r.params.get("optimizer") for r in records))
+    sizes = sorted({_int(r.params.get("batch_size")) for r in records})
+    palette = plt.get_cmap("tab10").colors
+    dashes = ["-", "--", ":", "-."]
+    return {
+        r.name: {
+            "color": palette[optimizers.index(r.params.get("optimizer")) % len(palette)],
+            "linestyle": dashes[sizes.index(_int(r.params.get("batch_size"))) % len(dashes)],
+        }
+        for r in records
+    }
+
+
+def _first_reach(h: pd.DataFrame, key: str, higher: bool, target: float | None) -> dict:
+    if target is None or key not in h:
+        return {}
+    hit = h[h[key] >= target] if higher else h[h[key] <= target]
+    if hit.empty:
+        return {}
+    row = hit.iloc[0]
+    return {"epoch": int(row["epoch"]), "updates": float(row["updates"]), "seconds": float(row["seconds"])}
+
+
+def _usable(records: list[VariantRecord]) -> list[VariantRecord]:
+    return [r for r in records if r.status == "FINISHED" and not r.diverged and not r.history.empty]
+
+
+def _test(key: str) -> str:
+    return "test_" + key.removeprefix("val_")
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return -1
+
+
+def _count(n: float, word: str) -> str:
+    return f"{n:.0f} {word}{'' if n == 1 else 's'}"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _save(fig: object, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,92 @@
+"""Entry point `compare`: rebuild a sweep's comparison (table, plots, summary) from its tracked runs alone."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
+from components.errors import InputError
+from pipelines import cli, tracking
+
+log = logging.getLogger("descent")
+EPOCH_KEYS = ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", "epoch_seconds", "updates"]
+
+
+def compare(parent: Any) -> dict:
+    """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary."""
+    params, tags = parent.data.params, parent.data.tags
+    task = tags.get("descent.task", "classification")
+    records = [record_of(child) for child in tracking.children(parent)]
+    target = params.get("sweep.target", "None")
+    target = target_value(
+        records, task, None if target == "None" else float(target), float(params["sweep.target_fraction"])
+    )
+    table = comparison_table(records, task, target)
+    title = f"Sweep {tags.get('mlflow.runName', parent.info.run_id)}: {len(records)} variants"
+    summary = summary_markdown(table, task, target, title)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        table.to_csv(folder / "comparison.csv", index=False)
+        (folder / "summary.md").write_text(summary)
+        plot_comparison(records, table, task, folder)
+        tracking.log_folder_to(parent.info.run_id, folder, "comparison")
+    finished = table[table["status"] == "finished"] if not table.empty else table
+    update = {"mlflow.note.content": summary}
+    if not finished.empty:
+        update |= {
+            "descent.best_run_id": finished.iloc[0]["run_id"],
+            "descent.best_variant": finished.iloc[0]["variant"],
+        }
+    tracking.set_tags_on(parent.info.run_id, update)
+    return {"table": table, "summary": summary, "target": target, "task": task}
+
+
+def record_of(run: Any) -> VariantRecord:
+    """A variant's record from its run: params, per-epoch history, final metrics, outcome."""
+    history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
+    if "epoch_seconds" in history:
+        history["seconds"] = history["epoch_seconds"].cumsum()
+    tags = run.data.tags
+    return VariantRecord(
+        name=run.info.run_name,
+        run_id=run.info.run_id,
+        status=run.info.status,
+        params=run.data.params,
+        history=history,
+        final=run.data.metrics,
+        diverged=tags.get("descent.diverged") == "true",
+        error=tags.get("descent.error", ""),
+    )
+
+
+def latest_sweep(experiment: str) -> Any:
+    """The newest sweep run of an experiment."""
+    found = tracking.find_runs([tracking.experiment_id(experiment)], {"descent.kind": "sweep"}, max_results=1)
+    if not found:
+        raise InputError(
+            f"no sweep found in experiment {experiment!r}: run `mlflow run .` first or pass -P sweep=<run id>"
+        )
+    return found[0]
+
+
+def _entry(argv: list[str] | None) -> None:
+    p = cli.parser("Rebuild the comparison of a sweep from its tracked runs.", variant_options=False)
+    p.add_argument("--sweep", default="", help="run id of the sweep (default: the newest in the experiment)")
+    args = p.parse_args(argv)
+    cfg = cli.config_from(args)
+    parent = tracking.get_run(args.sweep) if args.sweep else latest_sweep(cfg.experiment)
+    result = compare(parent)
+    print(result["summary"])
+    log.info("comparison logged on run %s: %s", parent.info.run_id, tracking.runs_page(parent.info.experiment_id))
+
+
+def console() -> None:
+    sys.exit(cli.main(_entry))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,152 @@
+"""Entry point `main`: the whole study, every optimizer x batch size as a run nested under one sweep run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from components.optimizers import check_optimizer
+from components.sweep import Variant, expand_sweep
+from pipelines import cli, tracking
+from pipelines.compare import compare
+from pipelines.config import Config, flatten, parse_value
+from pipelines.prepare import Prepared, prepare
+from pipelines.train import log_data_record, run_tags, train
+
+log = logging.getLogger("descent")
+
+
+def sweep(cfg: Config, fresh: bool = False) -> dict:
+    """Train every variant of cfg.sweep on one shared split; resume the last matching sweep unless `fresh`."""
+    prepared = prepare(cfg)
+    n_train = len(prepared.split.train)
+    variants = expand_sweep(cfg.sweep.optimizers, cfg.sweep.batch_sizes, n_train)
+    for optimizer in dict.fromkeys(v.optimizer for v in variants):
+        check_optimizer(optimizer, cfg.hyperparameters(optimizer))
+    tags = {**run_tags(cfg, prepared), "descent.kind": "sweep", "descent.task": prepared.split.task}
+    previous = None if fresh else _last_matching(cfg, tags)
+    launched = os.environ.get("MLFLOW_RUN_ID")
+    reopen = previous.info.run_id if previous is not None and not launched else None
+    with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=tags, run_id=reopen) as parent:
+        tracking.log_params(flatten(cfg.model_dump(exclude={"optimizers"})) | {"variants": len(variants)})
+        tracking.log_params({f"optimizers.{k}": v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers})
+        if reopen is None:
+            log_data_record(cfg, prepared)
+        done = _reuse(previous, parent) if previous is not None else set()
+        outcomes = _run_variants(cfg, prepared, [v for v in variants if v.name(n_train) not in done], parent, tags)
+        result = compare(tracking.get_run(parent.info.run_id))
+    result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
+    result.update(reused=sorted(done), outcomes=outcomes)
+    return result
+
+
+def _last_matching(cfg: Config, tags: dict[str, str]) -> Any:
+    keys = ("descent.kind", "descent.data_digest", "descent.config_digest", "descent.code_version")
+    found = tracking.find_runs([tracking.experiment_id(cfg.experiment)], {k: tags[k] for k in keys}, max_results=1)
+    return found[0] if found else None
+
+
+def _reuse(previous: Any, parent: Any) -> set[str]:
+    """Names of variants that already finished in `previous`; runs its crash left RUNNING end FAILED."""
+    done: set[str] = set()
+    for child in tracking.children(previous):
+        status, name = child.info.status, child.info.run_name
+        if status == "RUNNING":
+            tracking.mark_failed(child.info.run_id, "interrupted: the sweep process ended before this variant did")
+        elif status == "FINISHED" and name not in done:
+            done.add(name)
+            if previous.info.run_id != parent.info.run_id:  # `mlflow run` made a new sweep run: move it there
+                tracking.set_tags_on(child.info.run_id, {"mlflow.parentRunId": parent.info.run_id})
+    if previous.info.run_id != parent.info.run_id:
+        tracking.set_tags_on(previous.info.run_id, {"descent.resumed_in": parent.info.run_id})
+        if previous.info.status == "RUNNING":
+            tracking.mark_failed(previous.info.run_id, f"interrupted; resumed in run {parent.info.run_id}")
+    if done:
+        log.info("resuming sweep: %d variant(s) already finished are reused", len(done))
+    return done
+
+
+def _run_variants(cfg: Config, prepared: Prepared, todo: list[Variant], parent: Any, tags: dict) -> list[dict]:
+    n_train = len(prepared.split.train)
+    child_tags = {**tags, "descent.kind": "variant", "descent.sweep_id": parent.info.run_id}
+    outcomes: list[dict] = []
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
+    for i, variant in enumerate(todo, start=1):
+        name = variant.name(n_train)
+        variant_cfg = cfg.model_copy(
+            update={
+                "training": cfg.training.model_copy(
+                    update={"optimizer": variant.optimizer, "batch_size": variant.batch_size}
+                )
+            }
+        )
+        try:
+            result = train(variant_cfg, prepared, nested=True, tags=child_tags)
+            outcome = {"name": name, "state": "diverged" if result["diverged"] else "finished", "result": result}
+        except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
+            outcome = {"name": name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        outcomes.append(outcome)
+        elapsed = time.perf_counter() - started
+        eta = elapsed / i * (len(todo) - i)
+        line = f"[{i}/{len(todo)}] {_describe(outcome, prepared.split.task)}  ETA {tqdm.format_interval(eta)}"
+        if bar.disable:
+            log.info(line)
+        else:
+            bar.write(line)
+            bar.update()
+    bar.close()
+    return outcomes
+
+
+def _describe(outcome: dict, task: str) -> str:
+    if outcome["state"] == "failed":
+        return f"{outcome['name']} FAILED: {outcome['error']}"
+    result = outcome["result"]
+    last = result["history"][-1] if result["history"] else {}
+    key = "val_accuracy" if task == "classification" else "val_mae"
+    value = last.get(key, float("nan"))
+    state = " (diverged)" if outcome["state"] == "diverged" else ""
+    return f"{outcome['name']}{state}: {key} {value:.4f}, {result['final']['train_seconds']:.1f} s"
+
+
+def _entry(argv: list[str] | None) -> None:
+    p = cli.parser("Run the whole study: every optimizer x batch size as nested MLflow runs.", variant_options=False)
+    p.add_argument("--optimizers", default="", help="comma-separated, e.g. adam,sgd (default: sweep.optimizers)")
+    p.add_argument("--batch_sizes", "--batch-sizes", default="", help="comma-separated, e.g. full,1,32")
+    p.add_argument("--fresh", nargs="?", const="true", default="false", help="start a new sweep instead of resuming")
+    args = p.parse_args(argv)
+    chosen = {}
+    if args.optimizers:
+        chosen["sweep.optimizers"] = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    if args.batch_sizes:
+        chosen["sweep.batch_sizes"] = [parse_value(b.strip()) for b in args.batch_sizes.split(",") if b.strip()]
+    cfg = cli.config_from(args, chosen)
+    result = sweep(cfg, fresh=str(args.fresh).lower() in ("true", "1", "yes"))
+    table = result["table"]
+    print(result["summary"].split("\n| variant")[0].rstrip())
+    print("\nVariants, best first (ranked on the final validation metric):")
+    print(terminal_table(table, result["task"]).to_string(index=False))
+    log.info("\nsee the variants side by side: %s", tracking.ui_command())
+    log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
+
+
+def terminal_table(table: Any, task: str) -> Any:
+    """The columns a person reads first, rounded for a terminal."""
+    key = "val_accuracy" if task == "classification" else "val_mae"
+    test = "test_" + key.removeprefix("val_")
+    shown = table[["variant", "status", f"final_{key}", test, "train_seconds", "updates", "seconds_to_target"]]
+    return shown.rename(columns={f"final_{key}": key, "train_seconds": "seconds"}).round(4)
+
+
+def console() -> None:
+    sys.exit(cli.main(_entry))
+
+
+if __name__ == "__main__":
+    console()

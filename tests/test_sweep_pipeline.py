@@ -1,0 +1,133 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import pipelines.train as train_pipeline
+from pipelines.compare import compare
+from pipelines.sweep import sweep
+from tests.conftest import project_env, tiny
+
+GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16]}
+NAMES = {"adam-full", "adam-bs16", "sgd-full", "sgd-bs16"}
+
+
+def _children(store, parent_id):
+    client = MlflowClient(store)
+    parent = client.get_run(parent_id)
+    return client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=100
+    )
+
+
+def test_sweep_nests_every_variant_and_compares_them(store):
+    result = sweep(tiny(**GRID))
+    client = MlflowClient(store)
+    parent = client.get_run(result["parent_run_id"])
+    children = _children(store, parent.info.run_id)
+    assert {c.info.run_name for c in children} == NAMES
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.info.status == "FINISHED"
+    # every variant trained on exactly the same rows, from the same initial weights (same seed)
+    assert len({c.data.tags["descent.split_digest"] for c in children}) == 1
+    assert {c.data.tags["descent.split_digest"] for c in children} == {parent.data.tags["descent.split_digest"]}
+    assert {c.data.params["seed"] for c in children} == {"0"}
+    for child in children:
+        assert child.data.tags["descent.sweep_id"] == parent.info.run_id
+        assert child.data.tags["descent.config_digest"] == parent.data.tags["descent.config_digest"]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert steps == [1, 2]
+    full = next(c for c in children if c.info.run_name == "sgd-full")
+    assert (full.data.params["regime"], full.data.metrics["total_updates"]) == ("batch", 2)
+    # the comparison on the parent agrees with the runs
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert {f"comparison/{n}" for n in ("comparison.csv", "summary.md", "val_loss_by_epoch.png")} <= files
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv"))
+    assert set(table["variant"]) == NAMES
+    for _, row in table.iterrows():
+        child = next(c for c in children if c.info.run_name == row["variant"])
+        assert row["test_accuracy"] == pytest.approx(child.data.metrics["test_accuracy"])
+        assert row["updates"] == child.data.metrics["total_updates"]
+    assert parent.data.tags["descent.best_run_id"] == table.iloc[0]["run_id"]
+    assert "split_report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.params["sweep.optimizers"] == '["adam", "sgd"]'
+
+
+def test_diverged_and_failed_variants_do_not_stop_the_sweep(store, monkeypatch):
+    real_fit = train_pipeline.fit_variant
+
+    def fit_or_break(model, data, batch_size, *args, **kwargs):
+        if type(model.optimizer).__name__ == "Adam" and batch_size == 16:
+            raise RuntimeError("simulated out-of-memory")
+        return real_fit(model, data, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(train_pipeline, "fit_variant", fit_or_break)
+    cfg = tiny(**GRID, **{"optimizers.sgd.learning_rate": 1e9, "training.epochs": 5})
+    result = sweep(cfg)
+    children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
+    assert children["adam-bs16"].info.status == "FAILED"
+    assert children["adam-bs16"].data.tags["descent.error"] == "RuntimeError: simulated out-of-memory"
+    for name in ("sgd-full", "sgd-bs16"):
+        assert children[name].info.status == "FINISHED"
+        assert children[name].data.tags["descent.diverged"] == "true"
+    assert children["adam-full"].info.status == "FINISHED"
+    diverged_line = next(line for line in result["summary"].splitlines() if line.startswith("Diverged"))
+    assert "sgd-full" in diverged_line and "sgd-bs16" in diverged_line
+    assert "Failed: adam-bs16." in result["summary"]
+    assert result["table"].iloc[0]["variant"] == "adam-full"
+
+
+def test_rerun_reuses_finished_variants_and_fresh_starts_over(store):
+    cfg = tiny(**GRID)
+    first = sweep(cfg)
+    again = sweep(cfg)
+    assert again["parent_run_id"] == first["parent_run_id"]
+    assert set(again["reused"]) == NAMES and again["outcomes"] == []
+    assert len(_children(store, first["parent_run_id"])) == 4
+    fresh = sweep(cfg, fresh=True)
+    assert fresh["parent_run_id"] != first["parent_run_id"]
+    assert len(_children(store, fresh["parent_run_id"])) == 4
+
+
+def test_compare_rebuilds_from_tracked_runs(store):
+    result = sweep(tiny(**GRID))
+    client = MlflowClient(store)
+    rebuilt = compare(client.get_run(result["parent_run_id"]))
+    assert rebuilt["summary"] == result["summary"]
+    assert rebuilt["table"].drop(columns="run_id").equals(result["table"].drop(columns="run_id"))
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
+    command = [sys.executable, "-m", "pipelines.sweep", "--data", "iris", "--epochs", "30"]
+    command += ["--optimizers", "adam,sgd", "--batch_sizes", "1,full", "--overrides", "model.hidden=[8]"]
+    env = project_env(store)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 180
+    finished = []
+    while time.monotonic() < deadline and not finished:
+        time.sleep(0.2)
+        experiment = client.get_experiment_by_name("descent")
+        if experiment is not None:
+            finished = client.search_runs(
+                [experiment.experiment_id], "tags.`descent.kind` = 'variant' and attributes.status = 'FINISHED'"
+            )
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert finished, "no variant finished before the deadline"
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming sweep:" in done.stdout
+    experiment_id = client.get_experiment_by_name("descent").experiment_id
+    variants = client.search_runs([experiment_id], "tags.`descent.kind` = 'variant'")
+    ok = [r.info.run_name for r in variants if r.info.status == "FINISHED"]
+    assert sorted(ok) == sorted(["adam-bs1", "adam-full", "sgd-bs1", "sgd-full"])  # each exactly once
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in variants)  # the killed one: FAILED, not RUNNING
+    sweeps = client.search_runs([experiment_id], "tags.`descent.kind` = 'sweep'")
+    assert [s.info.status for s in sweeps] == ["FINISHED"]
