@@ -71,10 +71,9 @@ def comparison_table(records: list[VariantRecord], task: str, target: float | No
             }
         )
     table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    usable = table["status"] == "finished"
-    table["_rank"] = np.where(usable, table[f"final_{key}"] * (-1 if higher else 1), np.inf)
+    # Failed, diverged and unvalidated (split.validation=0) variants rank last.
+    score = table[f"final_{key}"] * (-1 if higher else 1)
+    table["_rank"] = np.where((table["status"] == "finished") & score.notna(), score, np.inf)
     return table.sort_values(["_rank", "train_seconds"]).drop(columns="_rank").reset_index(drop=True)
 
 
@@ -119,6 +118,7 @@ def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     folder.mkdir(parents=True, exist_ok=True)
     styles = _styles(records)
@@ -133,12 +133,15 @@ def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str
             h = r.history
             if "val_loss" not in h or h.empty:
                 continue
+            h = h[np.isfinite(h["val_loss"])]  # a diverged variant's inf would squash every other line
             ax.plot(h[x], h["val_loss"], label=r.name, linewidth=1.6, **styles[r.name])
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss (log scale)")
         ax.set_yscale("log")
         if log:
             ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"Validation loss against {x}: one line per variant (colour = optimizer, line = batch size)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, ncol=1 + len(records) // 20)

@@ -105,15 +105,17 @@ def _read_file(source: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in FILE_FORMATS:
         raise InputError(f"unsupported data format {suffix or '(none)'!r} for {source}: use .csv or .parquet")
+    if suffix == ".csv" and path.stat().st_size:
+        _check_header(path)
     try:
-        if suffix == ".csv":
-            _check_header(path)
-            frame = pd.read_csv(path)
-        else:
-            frame = pd.read_parquet(path)
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise InputError(f"data file is empty: {source}: it needs a header row and data rows") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
+        if suffix != ".csv":
+            raise InputError(
+                f"cannot read {source} as parquet: the file is corrupt or not Parquet: export it again"
+            ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
             f"cannot read {source} as {suffix[1:]}: {reason}: check the file is a valid {suffix[1:]}"
@@ -143,6 +145,9 @@ def _check_frame(frame: pd.DataFrame, target: str, source: str) -> None:
         raise InputError(f"no data rows in {source}: the file has a header but no rows")
     if frame.shape[1] < 2:
         raise InputError(f"no feature columns in {source}: it has only the target column {target!r}")
+    features = frame.drop(columns=[target])
+    if len(frame) > 1 and (features.nunique(dropna=False) <= 1).all():
+        raise InputError(f"every feature column of {source} is constant: nothing to learn from; check the file")
 
 
 def _check_target(y: pd.Series, task: str, name: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from components.errors import InputError
+
 APIS = ("sequential", "functional")
 
 
@@ -30,6 +32,14 @@ def build_model(
             x = layer(x)
         return keras.Model(inputs=inputs, outputs=x, name="descent")
     raise ValueError(f"unknown model api {api!r}: use one of {', '.join(APIS)}")
+
+
+def check_activation(name: str) -> None:
+    """Reject an activation Keras does not know, before any run starts."""
+    try:
+        keras.activations.get(name)
+    except ValueError:
+        raise InputError(f"unknown activation {name!r}: use a Keras activation such as relu, tanh or sigmoid") from None
 
 
 def _layers(n_outputs: int, task: str, hidden: list[int], activation: str, dropout: float) -> list:

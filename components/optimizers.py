@@ -5,8 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-
-import keras
+from typing import Any
 
 from components.errors import InputError
 
@@ -38,8 +37,10 @@ class BatchRegime:
     label: str
 
 
-def make_optimizer(name: str, hyperparameters: dict) -> keras.optimizers.Optimizer:
-    """A fresh Keras optimizer for a registry name and its hyperparameters."""
+def make_optimizer(name: str, hyperparameters: dict) -> Any:
+    """A fresh Keras optimizer (keras.optimizers.Optimizer) for a registry name and its hyperparameters."""
+    import keras
+
     check_optimizer(name, hyperparameters)
     class_name, fixed = REGISTRY[name]
     return getattr(keras.optimizers, class_name)(**{**hyperparameters, **fixed})
@@ -47,6 +48,8 @@ def make_optimizer(name: str, hyperparameters: dict) -> keras.optimizers.Optimiz
 
 def check_optimizer(name: str, hyperparameters: dict) -> None:
     """Reject unknown optimizers, unknown hyperparameters and non-positive learning rates."""
+    import keras
+
     if name not in REGISTRY:
         raise InputError(f"unknown optimizer {name!r}: choose one of {', '.join(REGISTRY)}")
     class_name, fixed = REGISTRY[name]

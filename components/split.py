@@ -135,9 +135,10 @@ def _check_strata(strata: np.ndarray | None, n_val: int, n_test: int, n: int) ->
     counts = pd.Series(strata).value_counts()
     cuts = sum(1 for k in (n_val, n_test) if k > 0)
     if cuts and counts.min() < cuts + 1:
-        rare = counts[counts < cuts + 1].index.tolist()
+        rare = sorted(counts[counts < cuts + 1].index.tolist(), key=str)
+        which = f"class {rare[0]!r} has" if len(rare) == 1 else f"classes {', '.join(map(repr, rare[:5]))} have"
         raise InputError(
-            f"class {', '.join(map(repr, rare[:5]))} has {counts.min()} row(s), too few to appear in "
+            f"{which} {counts.min()} row(s), too few to appear in "
             f"train{', validation' if n_val else ''}{', test' if n_test else ''}: "
             "add rows of that class or drop it from the data"
         )

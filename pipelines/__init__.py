@@ -6,10 +6,11 @@ import warnings
 
 # Read by MLflow at import: per-artifact progress bars would bury descent's own lines.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow prints "View run ... at <tracking URI>" for every run, password included if the URI has
+# one; descent prints its own (redacted) links instead.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # Keras re-traces its train function for every new model of a sweep, as intended; TensorFlow warns each time.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
-# MLflow's per-model INFO lines ("Validating input example ...") would bury the one line per variant.
-logging.getLogger("mlflow").setLevel(logging.WARNING)
 for noise in (
     "The specified dataset source can be interpreted in multiple ways",
     "Hint: Inferred schema contains integer column",

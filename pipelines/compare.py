@@ -19,8 +19,12 @@ EPOCH_KEYS = ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", 
 def compare(parent: Any) -> dict:
     """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary."""
     params, tags = parent.data.params, parent.data.tags
+    if tags.get("descent.kind") != "sweep":
+        raise InputError(f"run {parent.info.run_id} is not a descent sweep: pass the run id of a sweep-<data> run")
     task = tags.get("descent.task", "classification")
-    records = [record_of(child) for child in tracking.children(parent)]
+    records = [record_of(child) for child in current_variants(tracking.children(parent))]
+    if not records:
+        raise InputError(f"sweep {parent.info.run_id} has no variant runs: run the sweep (mlflow run .) first")
     target = params.get("sweep.target", "None")
     target = target_value(
         records, task, None if target == "None" else float(target), float(params["sweep.target_fraction"])
@@ -34,8 +38,14 @@ def compare(parent: Any) -> dict:
         (folder / "summary.md").write_text(summary)
         plot_comparison(records, table, task, folder)
         tracking.log_folder_to(parent.info.run_id, folder, "comparison")
-    finished = table[table["status"] == "finished"] if not table.empty else table
-    update = {"mlflow.note.content": summary}
+    finished = table[table["status"] == "finished"]
+    about = (
+        f"descent sweep: {len(records)} variants (optimizer x batch size) trained on the same split of "
+        f"{params.get('data.source', 'the data')}. The comparison is in this run's artifacts: "
+        "comparison/summary.md, comparison/comparison.csv and the plots comparison/*.png. "
+        "Expand this run in the runs table to see each variant.\n\n"
+    )
+    update = {"mlflow.note.content": about + summary}
     if not finished.empty:
         update |= {
             "descent.best_run_id": finished.iloc[0]["run_id"],
@@ -43,6 +53,16 @@ def compare(parent: Any) -> dict:
         }
     tracking.set_tags_on(parent.info.run_id, update)
     return {"table": table, "summary": summary, "target": target, "task": task}
+
+
+def current_variants(runs: list[Any]) -> list[Any]:
+    """One run per variant name: a FINISHED one if any (a resume never re-runs those), else the newest."""
+    chosen: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        held = chosen.get(run.info.run_name)
+        if held is None or held.info.status != "FINISHED":
+            chosen[run.info.run_name] = run
+    return list(chosen.values())
 
 
 def record_of(run: Any) -> VariantRecord:

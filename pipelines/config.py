@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from components.errors import InputError
+from components.sweep import ALIASES
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
 
@@ -50,12 +51,26 @@ class TrainingConfig(_Strict):
     seed: Annotated[int, Field(ge=0)]
     verbose: Literal[0, 1, 2]
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _seed_words(cls, value: Any) -> Any:
+        # The seed notes' words for the two ends: batch (all rows) and stochastic (one row).
+        return ALIASES.get(value, value) if isinstance(value, str) else value
+
 
 class SweepConfig(_Strict):
     optimizers: list[str]
     batch_sizes: list[Annotated[int, Field(gt=0)] | str]
     target: float | None
     target_fraction: Annotated[float, Field(gt=0, le=1)]
+
+
+class ScheduleConfig(_Strict):
+    on_overlap: Literal["wait", "skip"]
+    lock_timeout: Annotated[float, Field(ge=0)]
+    model_name: Annotated[str, Field(min_length=1)]
+    tracking_retries: Annotated[int, Field(ge=1)]
+    tracking_backoff: Annotated[float, Field(ge=0)]
 
 
 class Config(_Strict):
@@ -65,11 +80,13 @@ class Config(_Strict):
     model: ModelConfig
     training: TrainingConfig
     sweep: SweepConfig
+    schedule: ScheduleConfig
     optimizers: dict[str, dict[str, float | bool]]
 
     def digest(self) -> str:
-        """A short hash of the resolved config: equal configs, equal digests."""
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
+        tree = self.model_dump(exclude={"schedule": True, "training": {"verbose"}})
+        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def hyperparameters(self, optimizer: str) -> dict[str, float | bool]:
         """The optimizer's hyperparameters with training.learning_rate applied when set."""
@@ -86,7 +103,10 @@ def load_config(
     tree = read_yaml(DEFAULT_FILE)
     if path:
         _merge(tree, read_yaml(Path(path)), prefix="")
-    pairs = shlex.split(overrides) if isinstance(overrides, str) else list(overrides or [])
+    try:
+        pairs = shlex.split(overrides) if isinstance(overrides, str) else list(overrides or [])
+    except ValueError as exc:
+        raise InputError(f"cannot read overrides {overrides!r}: {exc}: quote each value that has spaces") from None
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from components.model import check_activation
 from components.optimizers import check_optimizer
 from components.sweep import Variant, expand_sweep
 from pipelines import cli, tracking
@@ -21,16 +22,19 @@ from pipelines.train import log_data_record, run_tags, train
 log = logging.getLogger("descent")
 
 
-def sweep(cfg: Config, fresh: bool = False) -> dict:
+def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) -> dict:
     """Train every variant of cfg.sweep on one shared split; resume the last matching sweep unless `fresh`."""
-    prepared = prepare(cfg)
+    prepared = prepared or prepare(cfg)
     n_train = len(prepared.split.train)
     variants = expand_sweep(cfg.sweep.optimizers, cfg.sweep.batch_sizes, n_train)
     for optimizer in dict.fromkeys(v.optimizer for v in variants):
         check_optimizer(optimizer, cfg.hyperparameters(optimizer))
-    tags = {**run_tags(cfg, prepared), "descent.kind": "sweep", "descent.task": prepared.split.task}
-    previous = None if fresh else _last_matching(cfg, tags)
+    check_activation(cfg.model.activation)
+    tags = sweep_tags(cfg, prepared)
     launched = os.environ.get("MLFLOW_RUN_ID")
+    # Under `mlflow run` the sweep lives where the launcher put it (--experiment-name, or Default).
+    experiment = tracking.get_run(launched).info.experiment_id if launched else tracking.experiment_id(cfg.experiment)
+    previous = None if fresh else _last_matching(experiment, tags)
     reopen = previous.info.run_id if previous is not None and not launched else None
     with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=tags, run_id=reopen) as parent:
         tracking.log_params(flatten(cfg.model_dump(exclude={"optimizers"})) | {"variants": len(variants)})
@@ -45,9 +49,16 @@ def sweep(cfg: Config, fresh: bool = False) -> dict:
     return result
 
 
-def _last_matching(cfg: Config, tags: dict[str, str]) -> Any:
-    keys = ("descent.kind", "descent.data_digest", "descent.config_digest", "descent.code_version")
-    found = tracking.find_runs([tracking.experiment_id(cfg.experiment)], {k: tags[k] for k in keys}, max_results=1)
+MATCH = ("descent.kind", "descent.data_digest", "descent.config_digest", "descent.code_version")
+
+
+def sweep_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
+    """The tags of a sweep run; MATCH among them identify the same study on the same data and code."""
+    return {**run_tags(cfg, prepared), "descent.kind": "sweep", "descent.task": prepared.split.task}
+
+
+def _last_matching(experiment_id: str, tags: dict[str, str]) -> Any:
+    found = tracking.find_runs([experiment_id], {k: tags[k] for k in MATCH}, max_results=1)
     return found[0] if found else None
 
 
@@ -78,6 +89,7 @@ def _run_variants(cfg: Config, prepared: Prepared, todo: list[Variant], parent: 
     started = time.perf_counter()
     bar = tqdm(total=len(todo), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
     for i, variant in enumerate(todo, start=1):
+        cli.check_stop()
         name = variant.name(n_train)
         variant_cfg = cfg.model_copy(
             update={
@@ -115,11 +127,11 @@ def _describe(outcome: dict, task: str) -> str:
     return f"{outcome['name']}{state}: {key} {value:.4f}, {result['final']['train_seconds']:.1f} s"
 
 
-def _entry(argv: list[str] | None) -> None:
+def _entry(argv: list[str] | None) -> int:
     p = cli.parser("Run the whole study: every optimizer x batch size as nested MLflow runs.", variant_options=False)
     p.add_argument("--optimizers", default="", help="comma-separated, e.g. adam,sgd (default: sweep.optimizers)")
     p.add_argument("--batch_sizes", "--batch-sizes", default="", help="comma-separated, e.g. full,1,32")
-    p.add_argument("--fresh", nargs="?", const="true", default="false", help="start a new sweep instead of resuming")
+    cli.add_flag(p, "fresh", "start a new sweep instead of resuming the last matching one")
     args = p.parse_args(argv)
     chosen = {}
     if args.optimizers:
@@ -127,13 +139,17 @@ def _entry(argv: list[str] | None) -> None:
     if args.batch_sizes:
         chosen["sweep.batch_sizes"] = [parse_value(b.strip()) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = cli.config_from(args, chosen)
-    result = sweep(cfg, fresh=str(args.fresh).lower() in ("true", "1", "yes"))
+    result = sweep(cfg, fresh=args.fresh)
     table = result["table"]
     print(result["summary"].split("\n| variant")[0].rstrip())
     print("\nVariants, best first (ranked on the final validation metric):")
     print(terminal_table(table, result["task"]).to_string(index=False))
     log.info("\nsee the variants side by side: %s", tracking.ui_command())
     log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
+    if not table["status"].isin(["finished", "diverged"]).any():
+        print("descent: error: no variant of the sweep finished: see each run's descent.error tag", file=sys.stderr)
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
 
 
 def terminal_table(table: Any, task: str) -> Any:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
@@ -22,6 +25,9 @@ from components.errors import InputError
 from components.split import Split
 
 log = logging.getLogger("descent")
+# MLflow sets its logger to INFO when imported; its per-model lines ("Validating input example
+# against model signature") would bury descent's one line per variant.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 SERVING_MODEL = Path(__file__).resolve().parent / "serving_model.py"
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 MAX_PARAM_LENGTH = 6000
@@ -32,12 +38,79 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def is_remote() -> bool:
+    return tracking_uri().startswith(("http://", "https://"))
+
+
+def redacted(uri: str) -> str:
+    """A URI fit to print: any user:password@ part replaced."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def ui_command() -> str:
     """The command that opens the MLflow UI on this tracking store."""
+    if is_remote():
+        return f"open {redacted(tracking_uri())}"
+    return f"descent-ui (or: mlflow ui --backend-store-uri {tracking_uri()})"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server did not answer; scheduled runs exit 75 (try again later)."""
+
+
+def wait_for_server(retries: int, backoff: float) -> None:
+    """For an http(s) tracking URI, poll /health with exponential backoff; raise TrackingUnavailable."""
+    if not is_remote():
+        return
+    import urllib.request
+
+    url = tracking_uri().rstrip("/")
+    delay = backoff
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if attempt < retries:
+            log.info(
+                "tracking server %s not reachable (try %d of %d); retrying in %.0f s",
+                redacted(url),
+                attempt,
+                retries,
+                delay,
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise TrackingUnavailable(
+        f"tracking server {redacted(url)} did not answer after {retries} tries: start it or fix MLFLOW_TRACKING_URI"
+    )
+
+
+def ensure_store() -> None:
+    """Create a sqlite store's schema once, under a file lock: parallel first-time creation crashes."""
     uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+    if not uri.startswith("sqlite:///") or uri in _READY:
+        return
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not database.parent.is_dir():
+        raise InputError(
+            f"tracking store folder {database.parent} does not exist: create it or fix MLFLOW_TRACKING_URI"
+        )
+    with FileLock(f"{database}.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
+    _READY.add(uri)
+
+
+_READY: set[str] = set()
 
 
 @contextmanager
@@ -53,6 +126,7 @@ def run(
     A nested run goes in its parent's experiment, whatever the config says, so the UI can nest it.
     """
     mlflow.set_tracking_uri(tracking_uri())
+    ensure_store()
     # `mlflow run` hands its run over in MLFLOW_RUN_ID; take it once, so that runs nested under it
     # are new runs (mlflow.start_run would otherwise resume the launched run again).
     adopted = run_id or (None if nested else os.environ.pop("MLFLOW_RUN_ID", None))
@@ -80,12 +154,48 @@ def run(
 
 
 def experiment_id(name: str) -> str:
-    """The id of the experiment called `name`, created when missing."""
-    client = MlflowClient(tracking_uri())
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(name)
+    """The id of the experiment called `name`, created when missing; refuses deleted or unwritable ones."""
+    ensure_store()
+    c = client()
+    found = c.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise InputError(
+            f"experiment {name!r} is deleted: restore it (mlflow experiments restore --experiment-id "
+            f"{found.experiment_id}) or set experiment: to a new name"
+        )
+    if found is None:
+        from filelock import FileLock
+
+        with FileLock(lock_path(f"create-{name}")):  # two triggers creating the same experiment
+            found = c.get_experiment_by_name(name)
+            if found is None:
+                found = c.get_experiment(c.create_experiment(name))
+    _check_writable(found.artifact_location, name)
+    return found.experiment_id
+
+
+def _check_writable(location: str, name: str) -> None:
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file"):
+        return  # remote artifact stores answer for themselves
+    folder = Path(parts.path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"artifact location {folder} of experiment {name!r} is not writable ({exc.strerror}): "
+            "fix its permissions or use another experiment"
+        ) from None
+
+
+def lock_path(name: str) -> str:
+    """A lock file shared by every descent process on this machine (one per experiment or store)."""
+    folder = Path(tempfile.gettempdir()) / "descent-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return str(folder / f"{safe}.lock")
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -206,9 +316,25 @@ def set_tags_on(run_id: str, tags: dict[str, str]) -> None:
 
 def runs_page(experiment_id: str) -> str:
     """The URL of an experiment's runs table (where a sweep's parent expands to its variants)."""
-    uri = tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    base = redacted(tracking_uri()).rstrip("/") if is_remote() else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def register_best(model_uri: str, name: str, value: float, higher: bool) -> dict[str, Any]:
+    """Register a sweep's best model; alias it `champion` if it beats the current one, else `challenger`."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    champion = None
+    with contextlib.suppress(MlflowException):  # no registered model or no champion yet: the first one wins
+        champion = c.get_model_version_by_alias(name, "champion")
+    old = float(champion.tags["descent.val_metric"]) if champion and "descent.val_metric" in champion.tags else None
+    version = mlflow.register_model(model_uri, name).version
+    c.set_model_version_tag(name, version, "descent.val_metric", str(value))
+    better = old is None or (value > old if higher else value < old)
+    alias = "champion" if better else "challenger"
+    c.set_registered_model_alias(name, alias, version)
+    return {"alias": alias, "version": version, "champion_value": old, "challenger_value": value}
 
 
 def _requirements() -> list[str]:

@@ -13,7 +13,7 @@ import keras
 import pandas as pd
 
 from components.data import frame_digest
-from components.model import build_model
+from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
 from components.train import compile_model, evaluate, fit_variant
 from pipelines import cli, tracking
@@ -29,6 +29,7 @@ def train(cfg: Config, prepared: Prepared | None = None, nested: bool = False, t
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
     check_optimizer(t.optimizer, hyper)
+    check_activation(cfg.model.activation)
     prepared = prepared or prepare(cfg)
     n_train = len(prepared.split.train)
     regime = batch_regime(t.batch_size, n_train)
@@ -36,6 +37,7 @@ def train(cfg: Config, prepared: Prepared | None = None, nested: bool = False, t
     tags = {**run_tags(cfg, prepared), "descent.variant": name, **(tags or {})}
     with tracking.run(cfg.experiment, name, tags=tags, nested=nested) as active:
         tracking.log_params(variant_params(cfg, hyper, regime, n_train))
+        tracking.set_tags({"mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg)})
         if not nested:
             log_data_record(cfg, prepared)
         result = _fit(cfg, prepared, hyper, regime.batch_size)
@@ -66,9 +68,19 @@ def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, n_train: int) 
         "train_rows": n_train,
     }
     params.update({k: v for k, v in hyper.items() if k != "learning_rate"})
-    resolved = cfg.model_dump(exclude={"training", "optimizers"})
+    resolved = cfg.model_dump(exclude={"training", "optimizers", "sweep", "schedule"})
     params.update(flatten(resolved))
     return params
+
+
+def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Config) -> str:
+    """The run description shown in the MLflow UI, in the seed notes' words."""
+    words = {"batch": "batch gradient descent", "stochastic": "stochastic gradient descent", "minibatch": "mini-batch"}
+    return (
+        f"{optimizer} (learning rate {hyper['learning_rate']:g}), {words[regime.regime]}: batch size "
+        f"{regime.batch_size}, {regime.updates_per_epoch} update(s) per epoch, {cfg.training.epochs} epochs, "
+        f"seed {cfg.training.seed}, {cfg.model.api} model {cfg.model.hidden} on {cfg.data.source}."
+    )
 
 
 def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
@@ -108,9 +120,12 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
     # (about 3x faster at batch size 1 on digits).
     steps = math.ceil(len(arrays.y_train) / batch_size)
     compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task, steps_per_execution=steps)
-    fit = fit_variant(
-        model, arrays, batch_size, t.epochs, on_epoch=lambda e, m: tracking.log_metrics(m, step=e), verbose=t.verbose
-    )
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracking.log_metrics(metrics, step=epoch)
+        cli.check_stop()
+
+    fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, verbose=t.verbose)
     test = prepared.split.test
     scores = evaluate(model, pre.transform(test.features), pre.encode_target(test.target))
     final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
@@ -119,7 +134,6 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
         total_updates=float(fit.updates),
         samples_per_second=len(arrays.y_train) * len(fit.history) / max(fit.train_seconds, 1e-9),
         process_peak_memory_mb=peak_memory_mb(),
-        diverged=float(fit.diverged),
     )
     return {"final": final, "diverged": fit.diverged, "history": fit.history, "network": model}
 

@@ -84,7 +84,9 @@ def test_bad_input_fails_the_run_with_one_line(store, experiment, params, messag
     assert done.returncode == 1
     assert message in done.stderr
     assert "Traceback" not in done.stderr
-    assert [r.info.status for r in runs(store, experiment)] == ["FAILED"]
+    [run] = runs(store, experiment)
+    assert run.info.status == "FAILED"
+    assert message.removeprefix("descent: error: ") in run.data.tags["descent.error"]
 
 
 def test_entry_point_exit_code_is_2_without_mlflow_run(store):

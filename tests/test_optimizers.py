@@ -8,7 +8,7 @@ from pipelines.config import load_config
 SEED_NAMES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam"]
 
 
-@pytest.mark.parametrize("name", SEED_NAMES)
+@pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_optimizer_builds_from_its_config(name):
     cfg = load_config()
     opt = make_optimizer(name, cfg.hyperparameters(name))

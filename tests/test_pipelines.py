@@ -100,3 +100,16 @@ def test_split_records_its_report(store, tiny_cfg):
     path = client.download_artifacts(run.info.run_id, "split_report.json")
     with open(path) as handle:
         assert json.load(handle)["rows"] == report["rows"]
+
+
+def test_same_config_and_seed_give_identical_runs(store):
+    cfg = tiny(**{"training.epochs": 3})
+    a, b = train(cfg), train(cfg)
+    client = MlflowClient(store)
+    run_a, run_b = client.get_run(a["run_id"]), client.get_run(b["run_id"])
+    assert run_a.data.tags["descent.split_digest"] == run_b.data.tags["descent.split_digest"]
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "updates"):
+        history_a = [m.value for m in client.get_metric_history(a["run_id"], key)]
+        history_b = [m.value for m in client.get_metric_history(b["run_id"], key)]
+        assert history_a == history_b, key
+    assert run_a.data.metrics["test_loss"] == run_b.data.metrics["test_loss"]

@@ -9,7 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pipelines.train as train_pipeline
+from components.errors import InputError
+from pipelines import cli
 from pipelines.compare import compare
+from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
 from tests.conftest import project_env, tiny
 
@@ -83,23 +86,49 @@ def test_diverged_and_failed_variants_do_not_stop_the_sweep(store, monkeypatch):
 
 
 def test_rerun_reuses_finished_variants_and_fresh_starts_over(store):
-    cfg = tiny(**GRID)
+    cfg = tiny(**{"sweep.optimizers": ["sgd"], "sweep.batch_sizes": ["full", 16]})
     first = sweep(cfg)
     again = sweep(cfg)
     assert again["parent_run_id"] == first["parent_run_id"]
-    assert set(again["reused"]) == NAMES and again["outcomes"] == []
-    assert len(_children(store, first["parent_run_id"])) == 4
+    assert set(again["reused"]) == {"sgd-full", "sgd-bs16"} and again["outcomes"] == []
+    assert len(_children(store, first["parent_run_id"])) == 2
     fresh = sweep(cfg, fresh=True)
     assert fresh["parent_run_id"] != first["parent_run_id"]
-    assert len(_children(store, fresh["parent_run_id"])) == 4
+    assert len(_children(store, fresh["parent_run_id"])) == 2
 
 
 def test_compare_rebuilds_from_tracked_runs(store):
     result = sweep(tiny(**GRID))
-    client = MlflowClient(store)
-    rebuilt = compare(client.get_run(result["parent_run_id"]))
+    rebuilt = compare(MlflowClient(store).get_run(result["parent_run_id"]))
+    table = rebuilt["table"].set_index("variant")
+    for outcome in result["outcomes"]:  # what training returned in memory, against what was read back
+        trained = outcome["result"]
+        assert table.loc[outcome["name"], "final_val_accuracy"] == pytest.approx(trained["history"][-1]["val_accuracy"])
+        assert table.loc[outcome["name"], "test_accuracy"] == pytest.approx(trained["final"]["test_accuracy"])
+        assert table.loc[outcome["name"], "run_id"] == trained["run_id"]
     assert rebuilt["summary"] == result["summary"]
-    assert rebuilt["table"].drop(columns="run_id").equals(result["table"].drop(columns="run_id"))
+
+
+def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no luck")
+
+    monkeypatch.setattr(train_pipeline, "fit_variant", broken)
+    argv = ["--data", "iris", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full,16"]
+    assert cli.main(sweep_entry, argv) == 1
+    assert "descent: error: no variant of the sweep finished" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_run_that_is_not_a_sweep(store, tiny_cfg):
+    result = train_pipeline.train(tiny_cfg)
+    with pytest.raises(InputError, match="is not a descent sweep"):
+        compare(MlflowClient(store).get_run(result["run_id"]))
+
+
+def test_unknown_activation_is_bad_input_before_any_run(store):
+    with pytest.raises(InputError, match="unknown activation 'relux'"):
+        sweep(tiny(**GRID, **{"model.activation": "relux"}))
+    assert MlflowClient(store).search_experiments(filter_string="name = 'descent'") == []
 
 
 @pytest.mark.slow
@@ -131,3 +160,7 @@ def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
     assert all(r.info.status in ("FINISHED", "FAILED") for r in variants)  # the killed one: FAILED, not RUNNING
     sweeps = client.search_runs([experiment_id], "tags.`descent.kind` = 'sweep'")
     assert [s.info.status for s in sweeps] == ["FINISHED"]
+    # the interrupted run stays under the sweep as FAILED, but the comparison counts each variant once
+    table = pd.read_csv(client.download_artifacts(sweeps[0].info.run_id, "comparison/comparison.csv"))
+    assert sorted(table["variant"]) == sorted(ok)
+    assert "Failed: none." in sweeps[0].data.tags["mlflow.note.content"]

@@ -1,0 +1,96 @@
+"""Entry point `scheduled`: the sweep for cron, systemd, Airflow or Kubernetes, safe to trigger unattended.
+
+Exit codes: 0 success or nothing to do, 1 failure, 2 bad input or config, 75 tracking server unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from filelock import FileLock, Timeout
+
+from components.compare import RANKING
+from pipelines import cli, tracking
+from pipelines.config import Config
+from pipelines.prepare import prepare
+from pipelines.sweep import MATCH, sweep, sweep_tags
+
+log = logging.getLogger("descent")
+
+
+def scheduled(cfg: Config, force: bool = False) -> int:
+    """Run the study once if data, config or code changed; promote its best model if it beats the champion."""
+    s = cfg.schedule
+    tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
+    lock = FileLock(tracking.lock_path(f"experiment-{cfg.experiment}"))
+    try:
+        lock.acquire(timeout=s.lock_timeout if s.on_overlap == "wait" else 0)
+    except Timeout:
+        log.info("skipped: another descent run of experiment %r holds %s", cfg.experiment, lock.lock_file)
+        return cli.EXIT_OK
+    try:
+        return _locked(cfg, force)
+    finally:
+        lock.release()
+
+
+def _locked(cfg: Config, force: bool) -> int:
+    prepared = prepare(cfg)
+    tags = sweep_tags(cfg, prepared)
+    experiment = tracking.experiment_id(cfg.experiment)
+    done = tracking.find_runs([experiment], {k: tags[k] for k in MATCH} | {"descent.scheduled": "done"}, 1)
+    if done and not force:
+        log.info("up to date: sweep %s already covers this data, config and code", done[0].info.run_id)
+        return cli.EXIT_OK
+    result = sweep(cfg, fresh=force, prepared=prepared)
+    table = result["table"]
+    finished = table[table["status"] == "finished"]
+    parent = result["parent_run_id"]
+    if finished.empty:
+        log.error("no variant of sweep %s finished", parent)
+        return cli.EXIT_FAILED
+    decision = _promote(cfg, result, finished.iloc[0])
+    tracking.set_tags_on(parent, {"descent.scheduled": "done"} | decision)
+    log.info(
+        "%s: %s (%s %s) vs champion %s",
+        decision["descent.decision"],
+        finished.iloc[0]["variant"],
+        decision["descent.metric"],
+        decision["descent.challenger_value"],
+        decision["descent.champion_value"],
+    )
+    return cli.EXIT_OK
+
+
+def _promote(cfg: Config, result: dict, best: object) -> dict[str, str]:
+    key, higher = RANKING[result["task"]]
+    model_uri = tracking.get_run(best["run_id"]).data.tags["descent.model_uri"]
+    value = float(best[f"final_{key}"])
+    outcome = tracking.register_best(model_uri, cfg.schedule.model_name, value, higher)
+    return {
+        "descent.decision": "promoted to champion" if outcome["alias"] == "champion" else "kept as challenger",
+        "descent.metric": key,
+        "descent.champion_value": str(outcome["champion_value"]),
+        "descent.challenger_value": str(value),
+        "descent.model_version": f"{cfg.schedule.model_name}/{outcome['version']}",
+    }
+
+
+def _entry(argv: list[str] | None) -> int:
+    p = cli.parser("Run the study unattended: locked, skipped when up to date, best model promoted.", False)
+    cli.add_flag(p, "force", "run a fresh sweep even when nothing changed")
+    args = p.parse_args(argv)
+    try:
+        return scheduled(cli.config_from(args), force=args.force)
+    except tracking.TrackingUnavailable as exc:
+        print(f"descent: error: {exc}", file=sys.stderr)
+        return cli.EXIT_UNAVAILABLE
+
+
+def console() -> None:
+    sys.exit(cli.main(_entry))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,151 @@
+"""Unattended runs: locks, skips, champion/challenger, exit codes, signals, the shipped schedules."""
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from filelock import FileLock
+from mlflow.tracking import MlflowClient
+
+from pipelines import cli, tracking
+from pipelines.scheduled import _entry as scheduled_entry
+from pipelines.scheduled import scheduled
+from tests.conftest import ROOT, project_env, tiny
+
+GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16]}
+TINY_OVERRIDES = (
+    "data.source=iris model.hidden=[8] training.epochs=1 sweep.optimizers=[adam] sweep.batch_sizes=[full,16]"
+)
+
+
+def _sweeps(store):
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("descent")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "tags.`descent.kind` = 'sweep'")
+
+
+def test_runs_once_skips_when_unchanged_and_keeps_the_better_champion(store, caplog):
+    caplog.set_level("INFO", logger="descent")
+    one = {"sweep.optimizers": ["adam"], "sweep.batch_sizes": ["full"]}
+    cfg = tiny(**one)
+    assert scheduled(cfg) == 0
+    [first] = _sweeps(store)
+    tags = first.data.tags
+    assert tags["descent.decision"] == "promoted to champion"
+    assert tags["descent.champion_value"] == "None"  # nothing to beat the first time
+    client = MlflowClient(store)
+    champion = client.get_model_version_by_alias("descent", "champion")
+    assert champion.tags["descent.val_metric"] == tags["descent.challenger_value"]
+
+    assert scheduled(cfg) == 0
+    assert len(_sweeps(store)) == 1
+    assert "up to date: sweep" in caplog.text
+
+    assert scheduled(cfg, force=True) == 0  # same data, same seed: equal, so not better
+    second = next(s for s in _sweeps(store) if s.info.run_id != first.info.run_id)
+    assert second.data.tags["descent.decision"] == "kept as challenger"
+    assert second.data.tags["descent.champion_value"] == tags["descent.challenger_value"]
+    assert client.get_model_version_by_alias("descent", "champion").version == champion.version
+    assert int(client.get_model_version_by_alias("descent", "challenger").version) == int(champion.version) + 1
+
+    changed = tiny(**one, **{"training.epochs": 30, "optimizers.adam.learning_rate": 0.05})  # new config: wins
+    assert scheduled(changed) == 0
+    third = next(s for s in _sweeps(store) if s.info.run_id not in (first.info.run_id, second.info.run_id))
+    assert third.data.tags["descent.decision"] == "promoted to champion"
+
+
+@pytest.mark.parametrize(("on_overlap", "timeout"), [("skip", 0), ("wait", 1)])
+def test_an_overlapping_trigger_skips_while_the_lock_is_held(store, caplog, on_overlap, timeout):
+    caplog.set_level("INFO", logger="descent")
+    cfg = tiny(**GRID, **{"schedule.on_overlap": on_overlap, "schedule.lock_timeout": timeout})
+    with FileLock(tracking.lock_path("experiment-descent")):
+        assert scheduled(cfg) == 0
+    assert "skipped: another descent run of experiment 'descent' holds" in caplog.text
+    assert _sweeps(store) == []
+
+
+def test_unreachable_tracking_server_exits_75(monkeypatch, capsys):
+    from pipelines.ui import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{free_port()}")
+    argv = ["--overrides", "schedule.tracking_retries=2 schedule.tracking_backoff=0.1"]
+    assert cli.main(scheduled_entry, argv) == 75
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"descent: error: tracking server http://\*\*\*@127\.0\.0\.1:\d+ did not answer after 2 tries: "
+        r"start it or fix MLFLOW_TRACKING_URI",
+        err,
+    )
+    assert "secret" not in err
+
+
+@pytest.mark.slow
+def test_four_overlapping_triggers_on_a_fresh_sqlite_store(store, tmp_path):
+    env = project_env(store) | {"DESCENT_OVERRIDES": TINY_OVERRIDES}
+    command = [sys.executable, "-m", "pipelines.scheduled"]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-1500:] for o in outputs]
+    text = "".join(out + err for out, err in outputs)
+    assert "database is locked" not in text
+    assert text.count("up to date: sweep") == 3
+    client = MlflowClient(store)
+    assert len(_sweeps(store)) == 1
+    default = client.get_experiment_by_name("Default")
+    assert default is None or client.search_runs([default.experiment_id]) == []
+
+
+@pytest.mark.slow
+def test_sigterm_ends_every_open_run_killed(store, tmp_path):
+    command = [sys.executable, "-m", "pipelines.sweep", "--data", "iris", "--epochs", "300"]
+    command += ["--optimizers", "adam", "--batch_sizes", "1,full"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=project_env(store), stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 120
+    running = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(0.3)
+        experiment = client.get_experiment_by_name("descent")
+        if experiment is not None:
+            running = client.search_runs([experiment.experiment_id], "tags.`descent.kind` = 'variant'")
+    assert running, "no variant started"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert "descent: terminated (SIGTERM): open runs were ended KILLED" in err
+    runs = client.search_runs([client.get_experiment_by_name("descent").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]  # the sweep and its running variant
+
+
+def _command(path, pattern):
+    for line in (ROOT / "deploy" / path).read_text().splitlines():
+        found = re.match(pattern, line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no command in deploy/{path}")
+
+
+@pytest.mark.slow
+def test_the_shipped_cron_and_systemd_commands_run(store, tmp_path):
+    env = project_env(store) | {"DESCENT_HOME": str(ROOT), "DESCENT_LOG": str(tmp_path / "cron.log")}
+    env["DESCENT_OVERRIDES"] = TINY_OVERRIDES
+    cron = _command("descent.crontab", r"^[\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ (.+)$")
+    done = subprocess.run(["/bin/sh", "-c", cron], cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, (tmp_path / "cron.log").read_text()[-2000:]
+    assert "promoted to champion" in (tmp_path / "cron.log").read_text()
+    assert len(_sweeps(store)) == 1
+
+    service = shlex.split(_command("descent.service", r"^ExecStart=(.+)$"))
+    done = subprocess.run(service, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "up to date: sweep" in done.stdout  # same data, config and code: the timer's run does nothing
