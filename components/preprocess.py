@@ -24,6 +24,10 @@ class Preprocessor:
     n_features: int
     classes: list = field(default_factory=list)
     imputed: dict[str, int] = field(default_factory=dict)
+    # Regression targets are standardised for training (an unscaled target such as a price makes
+    # plain SGD diverge); predictions and reported metrics are back in the target's own units.
+    target_mean: float = 0.0
+    target_scale: float = 1.0
 
     @property
     def n_outputs(self) -> int:
@@ -37,19 +41,26 @@ class Preprocessor:
 
     def encode_target(self, y: pd.Series) -> np.ndarray:
         if self.task == "regression":
-            return y.to_numpy(dtype="float32")
+            return ((y.to_numpy(dtype="float64") - self.target_mean) / self.target_scale).astype("float32")
         lookup = {c: i for i, c in enumerate(self.classes)}
         return np.array([lookup[v] for v in y], dtype="int32")
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Network outputs to predictions in the user's terms: class labels or target values."""
         if self.task == "regression":
-            return outputs.reshape(-1)
+            return outputs.reshape(-1) * self.target_scale + self.target_mean
         return np.asarray(self.classes, dtype=object)[outputs.argmax(axis=1)]
 
+    def in_target_units(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Keras metrics of a standardised regression target back in the target's units (MSE, MAE)."""
+        if self.task != "regression":
+            return dict(metrics)
+        factor = {"loss": self.target_scale**2, "mae": self.target_scale}
+        return {k: v * factor.get(k.removeprefix("val_").removeprefix("test_"), 1.0) for k, v in metrics.items()}
 
-def fit_preprocessor(features: pd.DataFrame, task: str, classes: list) -> Preprocessor:
-    """Fit imputation, scaling and one-hot encoding on training rows; count the values imputed."""
+
+def fit_preprocessor(features: pd.DataFrame, task: str, classes: list, target: pd.Series | None = None) -> Preprocessor:
+    """Fit imputation, scaling and one-hot encoding (and a regression target's scale) on training rows."""
     numeric = [c for c in features.columns if _is_numeric(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
     for c in numeric:
@@ -66,7 +77,11 @@ def fit_preprocessor(features: pd.DataFrame, task: str, classes: list) -> Prepro
     columns.fit(features)
     imputed = {str(c): int(n) for c, n in features.isna().sum().items() if n}
     width = columns.transform(features.head(1)).shape[1]
-    return Preprocessor(columns, list(features.columns), task, int(width), list(classes), imputed)
+    pre = Preprocessor(columns, list(features.columns), task, int(width), list(classes), imputed)
+    if task == "regression" and target is not None:
+        values = target.to_numpy(dtype="float64")
+        pre.target_mean, pre.target_scale = float(values.mean()), float(values.std()) or 1.0
+    return pre
 
 
 def _is_numeric(column: pd.Series) -> bool:

@@ -31,7 +31,7 @@ def prepare_data(cfg: Config) -> tuple[Dataset, Split]:
 def prepare(cfg: Config) -> Prepared:
     """Load, split and preprocess (fitted on the training rows only)."""
     ds, split = prepare_data(cfg)
-    pre = fit_preprocessor(split.train.features, split.task, split.classes)
+    pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
     arrays = Arrays(
         pre.transform(split.train.features),
         pre.encode_target(split.train.target),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import resource
@@ -106,10 +107,15 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
 def code_version() -> str:
     """The git commit of the project, or 'unknown' outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    commit = head.stdout.strip() or "unknown"
+    if head.returncode or not diff.stdout:
+        return commit
+    # Uncommitted edits are code too: a resume must not reuse variants trained by other code.
+    return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
 def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
@@ -122,12 +128,13 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
     compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task, steps_per_execution=steps)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tracking.log_metrics(metrics, step=epoch)
+        tracking.log_metrics(pre.in_target_units(metrics), step=epoch)
         cli.check_stop()
 
     fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, verbose=t.verbose)
+    fit.history = [pre.in_target_units(h) for h in fit.history]
     test = prepared.split.test
-    scores = evaluate(model, pre.transform(test.features), pre.encode_target(test.target))
+    scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
     final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
     final.update(
         train_seconds=fit.train_seconds,

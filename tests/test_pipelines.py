@@ -76,6 +76,13 @@ def test_regression_variant(store):
     assert run.data.params["regime"] == "batch"
     assert "test_mae" in run.data.metrics
     assert run.data.metrics["total_updates"] == 2  # full batch: one update per epoch
+    # the target is standardised for training, but metrics and predictions are in its own units
+    target = load_dataset("diabetes").target
+    assert 0.2 * target.std() < run.data.metrics["test_mae"] < 2 * target.std()
+    import mlflow
+
+    predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(load_dataset("diabetes").features.head(20))
+    assert abs(predictions["prediction"].mean() - target.mean()) < target.std()
 
 
 def test_a_failure_inside_the_run_ends_it_failed(store, tiny_cfg, monkeypatch):

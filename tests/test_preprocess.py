@@ -46,3 +46,14 @@ def test_serving_rows_must_have_every_column():
     pre = fit_preprocessor(pd.DataFrame({"a": [1.0, 2.0], "b": [0.0, 1.0]}), "regression", [])
     with pytest.raises(InputError, match="lack feature column"):
         pre.transform(pd.DataFrame({"a": [1.0]}))
+
+
+def test_regression_target_is_standardised_and_reported_in_its_units():
+    y = pd.Series([100.0, 200.0, 300.0])
+    pre = fit_preprocessor(pd.DataFrame({"a": [1.0, 2.0, 3.0]}), "regression", [], y)
+    scaled = pre.encode_target(y)
+    assert np.allclose(scaled.mean(), 0, atol=1e-6) and np.allclose(scaled.std(), 1, atol=1e-6)
+    assert np.allclose(pre.decode(scaled.reshape(-1, 1)), y)
+    units = pre.in_target_units({"loss": 1.0, "val_mae": 0.5, "test_mae": 2.0, "epoch_seconds": 3.0})
+    scale = pre.target_scale
+    assert units == pytest.approx({"loss": scale**2, "val_mae": 0.5 * scale, "test_mae": 2 * scale, "epoch_seconds": 3})
