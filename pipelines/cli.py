@@ -79,10 +79,10 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
         _tag_launched_run(str(exc))
         return EXIT_BAD_INPUT
     except Terminated:
-        print("descent: terminated (SIGTERM): open runs were ended KILLED", file=sys.stderr)
+        print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print("descent: interrupted: open runs were ended KILLED", file=sys.stderr)
+        print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
         return 130
 
 

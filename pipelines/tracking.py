@@ -67,17 +67,11 @@ def wait_for_server(retries: int, backoff: float) -> None:
     """For an http(s) tracking URI, poll /health with exponential backoff; raise TrackingUnavailable."""
     if not is_remote():
         return
-    import urllib.request
-
     url = tracking_uri().rstrip("/")
     delay = backoff
     for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
+        if healthy(url, timeout=5):
+            return
         if attempt < retries:
             log.info(
                 "tracking server %s not reachable (try %d of %d); retrying in %.0f s",
@@ -91,6 +85,17 @@ def wait_for_server(retries: int, backoff: float) -> None:
     raise TrackingUnavailable(
         f"tracking server {redacted(url)} did not answer after {retries} tries: start it or fix MLFLOW_TRACKING_URI"
     )
+
+
+def healthy(url: str, timeout: float) -> bool:
+    """Whether an MLflow server answers 200 on /health."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def ensure_store() -> None:

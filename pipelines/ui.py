@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -157,12 +156,8 @@ def _wait_healthy(server: subprocess.Popen, url: str, timeout: float) -> None:
         if server.poll() is not None:
             reason = (server.stderr.read() if server.stderr else "").strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"mlflow server exited with code {server.returncode}: {reason[0]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
+        if tracking.healthy(url, timeout=2):
+            return
         time.sleep(0.3)
     raise RuntimeError(f"mlflow server did not answer on {url}/health within {timeout:.0f} s")
 

@@ -62,6 +62,24 @@ def csv_file(tmp_path: Path) -> Path:
     return path
 
 
+def wait_for_runs(store: str, filter_string: str, timeout: float = 180) -> list:
+    """Poll the store until runs of experiment 'descent' match `filter_string`; [] after `timeout`."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("descent")
+        if experiment is not None:
+            found = client.search_runs([experiment.experiment_id], filter_string)
+            if found:
+                return found
+        time.sleep(0.2)
+    return []
+
+
 def project_env(uri: str) -> dict[str, str]:
     """Environment for a subprocess of the project: this interpreter first on PATH, the temp store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

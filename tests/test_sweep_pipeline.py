@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -14,7 +13,7 @@ from pipelines import cli
 from pipelines.compare import compare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
-from tests.conftest import project_env, tiny
+from tests.conftest import project_env, tiny, wait_for_runs
 
 GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16]}
 NAMES = {"adam-full", "adam-bs16", "sgd-full", "sgd-bs16"}
@@ -138,15 +137,7 @@ def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
     env = project_env(store)
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = MlflowClient(store)
-    deadline = time.monotonic() + 180
-    finished = []
-    while time.monotonic() < deadline and not finished:
-        time.sleep(0.2)
-        experiment = client.get_experiment_by_name("descent")
-        if experiment is not None:
-            finished = client.search_runs(
-                [experiment.experiment_id], "tags.`descent.kind` = 'variant' and attributes.status = 'FINISHED'"
-            )
+    finished = wait_for_runs(store, "tags.`descent.kind` = 'variant' and attributes.status = 'FINISHED'")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert finished, "no variant finished before the deadline"
