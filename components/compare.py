@@ -66,6 +66,7 @@ def comparison_table(records: list[VariantRecord], task: str, target: float | No
                 "updates_to_target": reached.get("updates", np.nan),
                 "seconds_to_target": reached.get("seconds", np.nan),
                 "process_peak_memory_mb": r.final.get("process_peak_memory_mb", np.nan),
+                "noise_scale": _last(h, "noise_scale"),
                 "diverged": r.diverged,
                 "run_id": r.run_id,
             }
@@ -102,6 +103,10 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
                     f"{f['seconds_to_target']:.1f} s, {_count(f['epochs_to_target'], 'epoch')}, "
                     f"{_count(f['updates_to_target'], 'update')}."
                 )
+    if "noise_scale" in table:
+        note = noise_scale_note(table)
+        if note:
+            lines.append(note)
     for status, word in (("diverged", "Diverged (loss became NaN or infinite)"), ("failed", "Failed")):
         names = table.loc[table["status"] == status, "variant"].tolist()
         lines.append(f"\n{word}: {', '.join(names) if names else 'none'}.")
@@ -184,6 +189,32 @@ def _first_reach(h: pd.DataFrame, key: str, higher: bool, target: float | None) 
         return {}
     row = hit.iloc[0]
     return {"epoch": int(row["epoch"]), "updates": float(row["updates"]), "seconds": float(row["seconds"])}
+
+
+def _last(h: pd.DataFrame, key: str) -> float:
+    values = h[key].dropna() if key in h else pd.Series(dtype=float)
+    return float(values.iloc[-1]) if len(values) else np.nan
+
+
+def noise_scale_note(table: pd.DataFrame) -> str:
+    """Where the swept batch sizes sit against the measured gradient noise scale (critical batch size)."""
+    finished = table[(table["status"] == "finished") & table["noise_scale"].notna()]
+    if finished.empty:
+        return ""
+    critical = float(finished["noise_scale"].median())
+    sizes = sorted(set(finished["batch_size"]))
+    below = [str(s) for s in sizes if s < critical / 2]
+    near = [str(s) for s in sizes if critical / 2 <= s <= critical * 2]
+    above = [str(s) for s in sizes if s > critical * 2]
+    parts = [
+        f"\n**Gradient noise scale** (McCandlish et al. 2018) at the end of training: about {critical:.0f} rows "
+        "(median over the finished variants) — the critical batch size, beyond which bigger batches mostly "
+        "buy smoother updates rather than more progress per update."
+    ]
+    for words, group in (("well below it", below), ("near it", near), ("well above it", above)):
+        if group:
+            parts.append(f"Batch sizes {words}: {', '.join(group)}.")
+    return " ".join(parts)
 
 
 def _usable(records: list[VariantRecord]) -> list[VariantRecord]:

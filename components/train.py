@@ -55,6 +55,7 @@ def fit_variant(
     epochs: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     verbose: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> FitResult:
     """Train for `epochs` passes, recording each epoch; stop early once the loss is NaN or infinite."""
     recorder = _EpochRecorder(on_epoch)
@@ -68,7 +69,7 @@ def fit_variant(
         validation_data=validation,
         shuffle=True,
         verbose=verbose,
-        callbacks=[recorder],
+        callbacks=[*(callbacks or []), recorder],
     )
     return FitResult(recorder.history, recorder.diverged, time.perf_counter() - start, recorder.updates)
 

@@ -13,7 +13,17 @@ from components.errors import InputError
 from pipelines import cli, tracking
 
 log = logging.getLogger("descent")
-EPOCH_KEYS = ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", "epoch_seconds", "updates"]
+EPOCH_KEYS = [
+    "loss",
+    "val_loss",
+    "accuracy",
+    "val_accuracy",
+    "mae",
+    "val_mae",
+    "epoch_seconds",
+    "updates",
+    "noise_scale",
+]
 
 
 def compare(parent: Any) -> dict:

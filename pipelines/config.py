@@ -58,6 +58,14 @@ class TrainingConfig(_Strict):
         return ALIASES.get(value, value) if isinstance(value, str) else value
 
 
+class MeasureConfig(_Strict):
+    gradients: bool
+    noise_small_batch: Annotated[int, Field(gt=0)]
+    noise_big_batch: Annotated[int, Field(gt=1)]
+    noise_draws: Annotated[int, Field(gt=0)]
+    probe_rows: Annotated[int, Field(gt=1)]
+
+
 class SweepConfig(_Strict):
     optimizers: list[str]
     batch_sizes: list[Annotated[int, Field(gt=0)] | str]
@@ -79,6 +87,7 @@ class Config(_Strict):
     split: SplitConfig
     model: ModelConfig
     training: TrainingConfig
+    measure: MeasureConfig
     sweep: SweepConfig
     schedule: ScheduleConfig
     optimizers: dict[str, dict[str, float | bool]]

@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 from components.data import frame_digest
+from components.measure import GradientProbe
 from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
-from components.train import compile_model, evaluate, fit_variant
+from components.train import LOSSES, compile_model, evaluate, fit_variant
 from pipelines import cli, tracking
 from pipelines.config import Config, flatten
 from pipelines.prepare import Prepared, prepare
@@ -69,7 +71,7 @@ def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, n_train: int) 
         "train_rows": n_train,
     }
     params.update({k: v for k, v in hyper.items() if k != "learning_rate"})
-    resolved = cfg.model_dump(exclude={"training", "optimizers", "sweep", "schedule"})
+    resolved = cfg.model_dump(exclude={"training", "optimizers", "sweep", "schedule", "measure"})
     params.update(flatten(resolved))
     return params
 
@@ -131,7 +133,8 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
         tracking.log_metrics(pre.in_target_units(metrics), step=epoch)
         cli.check_stop()
 
-    fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, verbose=t.verbose)
+    probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
+    fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, verbose=t.verbose, callbacks=probes)
     fit.history = [pre.in_target_units(h) for h in fit.history]
     test = prepared.split.test
     scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
@@ -143,6 +146,21 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
         process_peak_memory_mb=peak_memory_mb(),
     )
     return {"final": final, "diverged": fit.diverged, "history": fit.history, "network": model}
+
+
+def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
+    m, arrays = cfg.measure, prepared.arrays
+    rows = np.random.default_rng(cfg.training.seed).permutation(len(arrays.y_train))[: m.probe_rows]
+    return GradientProbe(
+        keras.losses.get(LOSSES[prepared.split.task]),
+        arrays.x_train[rows],
+        arrays.y_train[rows],
+        on_measure=lambda epoch, record: tracking.log_metrics(record, step=epoch),
+        small=m.noise_small_batch,
+        big=m.noise_big_batch,
+        draws=m.noise_draws,
+        seed=cfg.training.seed,
+    )
 
 
 def peak_memory_mb() -> float:

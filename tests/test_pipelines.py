@@ -35,6 +35,11 @@ def test_train_records_one_complete_run(store, tiny_cfg):
     client = MlflowClient(store)
     for key in ("loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds", "updates"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    for key in ("grad_norm/hidden_1/kernel", "grad_norm/output/bias", "update_norm/output/bias"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+        assert all(m.value > 0 for m in history), key
+    assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "noise_scale"))
     updates = [m.value for m in client.get_metric_history(run.info.run_id, "updates")]
     assert updates == [7, 14]  # 104 training rows at batch 16: ceil(104 / 16) = 7 per epoch
     assert {"test_accuracy", "test_loss", "train_seconds", "total_updates", "process_peak_memory_mb"} <= set(
