@@ -162,7 +162,31 @@ def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str
     for y, value in enumerate(shown[key]):
         ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
     paths.append(_save(fig, folder / "test_metric.png"))
+    paths.append(_updates_to_target(table, styles, folder, plt))
     return paths
+
+
+def _updates_to_target(table: pd.DataFrame, styles: dict, folder: Path, plt: object) -> Path:
+    """Updates needed to reach the target against batch size, one line per optimizer (Shallue et al. 2019)."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    reached = table.dropna(subset=["updates_to_target"])
+    for optimizer, rows in reached.groupby("optimizer", sort=False):
+        rows = rows.sort_values("batch_size")
+        colour = styles[rows["variant"].iloc[0]]["color"]
+        ax.plot(rows["batch_size"], rows["updates_to_target"], marker="o", color=colour, label=optimizer)
+    missed = sorted(set(table["variant"]) - set(reached["variant"]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (rows per update, log scale)")
+    ax.set_ylabel("updates to reach the target (log scale)")
+    ax.set_title("Updates to reach the target validation metric, by batch size")
+    ax.grid(True, which="major", alpha=0.3)
+    if len(reached):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if missed:
+        note = "never reached the target: " + ", ".join(missed[:12]) + (" …" if len(missed) > 12 else "")
+        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", wrap=True)
+    return _save(fig, folder / "updates_to_target.png")
 
 
 def _styles(records: list[VariantRecord]) -> dict[str, dict]:

@@ -77,7 +77,13 @@ def test_plots_are_written(records, tmp_path):
     table = comparison_table(records, "classification", target=0.85)
     paths = plot_comparison(records, table, "classification", tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == ["test_metric.png", "val_loss_by_epoch.png", "val_loss_by_second.png", "val_loss_by_update.png"]
+    assert names == [
+        "test_metric.png",
+        "updates_to_target.png",
+        "val_loss_by_epoch.png",
+        "val_loss_by_second.png",
+        "val_loss_by_update.png",
+    ]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
