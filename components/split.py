@@ -14,6 +14,7 @@ from components.errors import InputError
 SPLITS = ("train", "validation", "test")
 # Regression targets are stratified on this many quantile bins so each split spans the range.
 REGRESSION_BINS = 10
+_TARGET = "__descent_target__"  # the target's column while features and target are shuffled together
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,6 @@ def split_dataset(ds: Dataset, validation: float, test: float, seed: int) -> Spl
         seed=seed,
     )
     return Split(parts["train"], parts["validation"], parts["test"], ds.task, classes, report)
-
-
-_TARGET = "__descent_target__"
 
 
 def _check_fractions(validation: float, test: float) -> None:

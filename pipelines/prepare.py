@@ -21,16 +21,10 @@ class Prepared:
     arrays: Arrays
 
 
-def prepare_data(cfg: Config) -> tuple[Dataset, Split]:
-    """Load the configured data and split it."""
-    ds = load_dataset(cfg.data.source, cfg.data.target, cfg.data.task)
-    split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
-    return ds, split
-
-
 def prepare(cfg: Config) -> Prepared:
     """Load, split and preprocess (fitted on the training rows only)."""
-    ds, split = prepare_data(cfg)
+    ds = load_dataset(cfg.data.source, cfg.data.target, cfg.data.task)
+    split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
     pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
     arrays = Arrays(
         pre.transform(split.train.features),

@@ -37,8 +37,9 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     previous = None if fresh else _last_matching(experiment, tags)
     reopen = previous.info.run_id if previous is not None and not launched else None
     with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=tags, run_id=reopen) as parent:
-        tracking.log_params(flatten(cfg.model_dump(exclude={"optimizers"})) | {"variants": len(variants)})
-        tracking.log_params({f"optimizers.{k}": v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers})
+        swept = {k: v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers}
+        resolved = flatten(cfg.model_dump(exclude={"optimizers"}) | {"optimizers": swept})
+        tracking.log_params(resolved | {"variants": len(variants)})
         if reopen is None:
             log_data_record(cfg, prepared)
         done = _reuse(previous, parent) if previous is not None else set()
