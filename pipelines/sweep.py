@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from components.compare import RANKING
 from components.model import check_activation
 from components.optimizers import check_optimizer
 from components.sweep import Variant, expand_sweep
@@ -122,7 +123,7 @@ def _describe(outcome: dict, task: str) -> str:
         return f"{outcome['name']} FAILED: {outcome['error']}"
     result = outcome["result"]
     last = result["history"][-1] if result["history"] else {}
-    key = "val_accuracy" if task == "classification" else "val_mae"
+    key = RANKING[task][0]
     value = last.get(key, float("nan"))
     state = " (diverged)" if outcome["state"] == "diverged" else ""
     return f"{outcome['name']}{state}: {key} {value:.4f}, {result['final']['train_seconds']:.1f} s"
@@ -155,7 +156,7 @@ def _entry(argv: list[str] | None) -> int:
 
 def terminal_table(table: Any, task: str) -> Any:
     """The columns a person reads first, rounded for a terminal."""
-    key = "val_accuracy" if task == "classification" else "val_mae"
+    key = RANKING[task][0]
     test = "test_" + key.removeprefix("val_")
     shown = table[["variant", "status", f"final_{key}", test, "train_seconds", "updates", "seconds_to_target"]]
     return shown.rename(columns={f"final_{key}": key, "train_seconds": "seconds"}).round(4)

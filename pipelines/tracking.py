@@ -206,7 +206,7 @@ def lock_path(name: str) -> str:
 def log_params(params: dict[str, Any]) -> None:
     """Log params, leaving alone those the launching `mlflow run` already recorded from -P values."""
     active = mlflow.active_run()
-    present = MlflowClient(tracking_uri()).get_run(active.info.run_id).data.params
+    present = client().get_run(active.info.run_id).data.params
     fresh = {k: _text(v)[:MAX_PARAM_LENGTH] for k, v in params.items() if k not in present}
     if fresh:
         mlflow.log_params(fresh)
@@ -353,7 +353,7 @@ def _text(value: Any) -> str:
 
 
 def _warn_experiment(active: Any, wanted: str) -> None:
-    actual = MlflowClient(tracking_uri()).get_experiment(active.info.experiment_id).name
+    actual = client().get_experiment(active.info.experiment_id).name
     if actual != wanted:
         print(
             f"descent: note: `mlflow run` put this run in experiment {actual!r}, config names {wanted!r}; "

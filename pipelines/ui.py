@@ -173,7 +173,7 @@ def _entry(argv: list[str] | None) -> None:
     parent = latest_sweep(cfg.experiment)
     experiment = parent.info.experiment_id
     uri = tracking.tracking_uri()
-    remote = uri.startswith(("http://", "https://"))
+    remote = tracking.is_remote()
     if args.screenshot:
         children = [c.info.run_name for c in tracking.children(parent)]
         port = free_port()
