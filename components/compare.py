@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.claims import claims_markdown, claims_table
+from components.report import markdown_table
+
 # The validation metric that ranks variants, and whether higher is better, by task.
 RANKING = {"classification": ("val_accuracy", True), "regression": ("val_mae", False)}
 
@@ -25,6 +28,7 @@ class VariantRecord:
     final: dict[str, float] = field(default_factory=dict)
     diverged: bool = False
     error: str = ""
+    group: str = ""  # the variant without its seed (adam-bs32 for adam-bs32-seed1); the name when empty
 
 
 def target_value(records: list[VariantRecord], task: str, target: float | None, fraction: float) -> float | None:
@@ -52,6 +56,8 @@ def comparison_table(records: list[VariantRecord], task: str, target: float | No
         rows.append(
             {
                 "variant": r.name,
+                "group": r.group or r.name,
+                "seed": _int(r.params.get("seed")),
                 "optimizer": r.params.get("optimizer"),
                 "batch_size": _int(r.params.get("batch_size")),
                 "regime": r.params.get("regime"),
@@ -65,6 +71,9 @@ def comparison_table(records: list[VariantRecord], task: str, target: float | No
                 "epochs_to_target": reached.get("epoch", np.nan),
                 "updates_to_target": reached.get("updates", np.nan),
                 "seconds_to_target": reached.get("seconds", np.nan),
+                "train_peak_memory_mb": r.final.get("train_peak_memory_mb", np.nan),
+                "samples_per_second": r.final.get("samples_per_second", np.nan),
+                "loss_noise": float(h["loss_noise"].median()) if "loss_noise" in h else np.nan,
                 "process_peak_memory_mb": r.final.get("process_peak_memory_mb", np.nan),
                 "noise_scale": _last(h, "noise_scale"),
                 "diverged": r.diverged,
@@ -107,14 +116,59 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
         note = noise_scale_note(table)
         if note:
             lines.append(note)
+    seeds = seed_table(table, task)
+    if seeds is not None:
+        lines += [
+            "",
+            f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(seeds, task)}",
+        ]
+        lines += ["", markdown_table(seeds)]
+    claims = claims_table(table, _test(key), higher)
+    lines += ["", "**The study notes' claims, measured on this data** (median over each regime's finished variants):"]
+    lines += ["", claims_markdown(claims)]
     for status, word in (("diverged", "Diverged (loss became NaN or infinite)"), ("failed", "Failed")):
         names = table.loc[table["status"] == status, "variant"].tolist()
         lines.append(f"\n{word}: {', '.join(names) if names else 'none'}.")
     shown = ["variant", f"final_{key}", _test(key), "train_seconds", "updates", "seconds_to_target", "status"]
-    lines += ["", "| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in shown) + " |")
+    lines += ["", markdown_table(table, shown)]
     return "\n".join(lines) + "\n"
+
+
+def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
+    """Mean and spread of the final validation metric per variant over its seeds; None with one seed each."""
+    key, higher = RANKING[task]
+    finished = table[table["status"] == "finished"]
+    if finished.empty or finished.groupby("group")["seed"].nunique().max() < 2:
+        return None
+    grouped = finished.groupby("group", sort=False)
+    out = pd.DataFrame(
+        {
+            "seeds": grouped["seed"].nunique(),
+            f"mean_{key}": grouped[f"final_{key}"].mean(),
+            f"sd_{key}": grouped[f"final_{key}"].std(ddof=1).fillna(0.0),
+            f"mean_{_test(key)}": grouped[_test(key)].mean(),
+            "mean_train_seconds": grouped["train_seconds"].mean(),
+        }
+    )
+    out = out.sort_values(f"mean_{key}", ascending=not higher).reset_index(names="variant")
+    return out
+
+
+def seed_verdict(seeds: pd.DataFrame, task: str) -> str:
+    """Whether the best variant's lead over the runner-up is larger than the seed-to-seed spread."""
+    key, higher = RANKING[task]
+    best = seeds.iloc[0]
+    if len(seeds) < 2:
+        return f"{best['variant']} is the only variant that finished."
+    second = seeds.iloc[1]
+    lead = abs(best[f"mean_{key}"] - second[f"mean_{key}"])
+    # The spread of the difference between two variants' means: their seed spreads combined.
+    spread = math.sqrt(best[f"sd_{key}"] ** 2 / best["seeds"] + second[f"sd_{key}"] ** 2 / second["seeds"])
+    scale, unit = (100, "points") if task == "classification" else (1, key.removeprefix("val_"))
+    said = f"{best['variant']} leads {second['variant']} by {lead * scale:.2g} ± {spread * scale:.2g} {unit}"
+    if lead > 2 * spread and best["seeds"] > 1:
+        return f"{said}: a clear winner (the lead is more than twice its spread)."
+    return f"No clear winner: {said}, within twice the spread across seeds."
 
 
 def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str, folder: Path) -> list[Path]:
@@ -258,12 +312,6 @@ def _int(value: str | None) -> int:
 
 def _count(n: float, word: str) -> str:
     return f"{n:.0f} {word}{'' if n == 1 else 's'}"
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def _save(fig: object, path: Path) -> Path:

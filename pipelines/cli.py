@@ -71,7 +71,7 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run an entry point: bad input is one line on stderr and exit 2; any other failure exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     try:
         return entry(argv) or EXIT_OK
     except InputError as exc:
@@ -86,17 +86,27 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
         return 130
 
 
-def _terminate(signum: int, frame: object) -> None:
+def terminate(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise Terminated (and remember it for check_stop)."""
     _STOP.set()
     raise Terminated()
 
 
 def check_stop() -> None:
-    """Raise Terminated at a safe point if SIGTERM arrived while a library swallowed the first raise."""
-    if _STOP.is_set():
+    """Raise Terminated at a safe point if SIGTERM arrived while a library swallowed the first raise.
+
+    In a worker process it also stops once the sweep process that started it is gone (killed with -9).
+    """
+    if _STOP.is_set() or (_PARENT and os.getppid() != _PARENT[0]):
         raise Terminated()
 
 
+def stop_with_parent(pid: int) -> None:
+    """Make check_stop raise once this process's parent `pid` has died."""
+    _PARENT[:] = [pid]
+
+
+_PARENT: list[int] = []
 _STOP = threading.Event()
 
 

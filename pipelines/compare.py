@@ -23,6 +23,7 @@ EPOCH_KEYS = [
     "epoch_seconds",
     "updates",
     "noise_scale",
+    "loss_noise",
 ]
 
 
@@ -90,6 +91,7 @@ def record_of(run: Any) -> VariantRecord:
         final=run.data.metrics,
         diverged=tags.get("descent.diverged") == "true",
         error=tags.get("descent.error", ""),
+        group=tags.get("descent.variant", ""),
     )
 
 

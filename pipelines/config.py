@@ -71,6 +71,8 @@ class SweepConfig(_Strict):
     batch_sizes: list[Annotated[int, Field(gt=0)] | str]
     target: float | None
     target_fraction: Annotated[float, Field(gt=0, le=1)]
+    seeds: list[Annotated[int, Field(ge=0)]] | None
+    workers: Annotated[int, Field(gt=0)] | Literal["auto"]
 
 
 class ScheduleConfig(_Strict):
@@ -94,7 +96,7 @@ class Config(_Strict):
 
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
-        tree = self.model_dump(exclude={"schedule": True, "training": {"verbose"}})
+        tree = self.model_dump(exclude={"schedule": True, "training": {"verbose"}, "sweep": {"workers"}})
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def hyperparameters(self, optimizer: str) -> dict[str, float | bool]:

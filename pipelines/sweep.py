@@ -12,13 +12,14 @@ from tqdm import tqdm
 
 from components.compare import RANKING
 from components.model import check_activation
-from components.optimizers import check_optimizer
+from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
 from pipelines import cli, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.prepare import Prepared, prepare
-from pipelines.train import log_data_record, run_tags, train
+from pipelines.train import log_data_record, run_tags
+from pipelines.workers import Job, run_local, worker_count
 
 log = logging.getLogger("descent")
 
@@ -44,7 +45,7 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
         if reopen is None:
             log_data_record(cfg, prepared)
         done = _reuse(previous, parent) if previous is not None else set()
-        outcomes = _run_variants(cfg, prepared, [v for v in variants if v.name(n_train) not in done], parent, tags)
+        outcomes = _run_variants(cfg, prepared, variants, parent, tags, done)
         result = compare(tracking.get_run(parent.info.run_id))
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
@@ -84,31 +85,23 @@ def _reuse(previous: Any, parent: Any) -> set[str]:
     return done
 
 
-def _run_variants(cfg: Config, prepared: Prepared, todo: list[Variant], parent: Any, tags: dict) -> list[dict]:
-    n_train = len(prepared.split.train)
-    child_tags = {**tags, "descent.kind": "variant", "descent.sweep_id": parent.info.run_id}
+def _run_variants(
+    cfg: Config, prepared: Prepared, variants: list[Variant], parent: Any, tags: dict, done: set[str]
+) -> list[dict]:
+    jobs = sweep_jobs(cfg, variants, len(prepared.split.train), parent.info.run_id, tags)
+    jobs = [job for job in jobs if job.name not in done]
+    workers = worker_count(cfg.sweep.workers, len(jobs))
+    if workers > 1:
+        log.info("%d runs on %d worker processes", len(jobs), workers)
     outcomes: list[dict] = []
     started = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
-    for i, variant in enumerate(todo, start=1):
+    bar = tqdm(total=len(jobs), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
+    for i, outcome in enumerate(run_local(jobs, workers, prepared), start=1):
         cli.check_stop()
-        name = variant.name(n_train)
-        variant_cfg = cfg.model_copy(
-            update={
-                "training": cfg.training.model_copy(
-                    update={"optimizer": variant.optimizer, "batch_size": variant.batch_size}
-                )
-            }
-        )
-        try:
-            result = train(variant_cfg, prepared, nested=True, tags=child_tags)
-            outcome = {"name": name, "state": "diverged" if result["diverged"] else "finished", "result": result}
-        except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
-            outcome = {"name": name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
         outcomes.append(outcome)
         elapsed = time.perf_counter() - started
-        eta = elapsed / i * (len(todo) - i)
-        line = f"[{i}/{len(todo)}] {_describe(outcome, prepared.split.task)}  ETA {tqdm.format_interval(eta)}"
+        eta = elapsed / i * (len(jobs) - i)
+        line = f"[{i}/{len(jobs)}] {_describe(outcome, prepared.split.task)}  ETA {tqdm.format_interval(eta)}"
         if bar.disable:
             log.info(line)
         else:
@@ -116,6 +109,21 @@ def _run_variants(cfg: Config, prepared: Prepared, todo: list[Variant], parent: 
             bar.update()
     bar.close()
     return outcomes
+
+
+def sweep_jobs(cfg: Config, todo: list[Variant], n_train: int, parent_run_id: str, tags: dict) -> list[Job]:
+    """One job per variant and seed, the longest (most updates per epoch) first so workers finish together."""
+    child_tags = {**tags, "descent.kind": "variant", "descent.sweep_id": parent_run_id}
+    seeds = cfg.sweep.seeds or [cfg.training.seed]
+    jobs = []
+    for variant in sorted(todo, key=lambda v: -batch_regime(v.batch_size, n_train).updates_per_epoch):
+        for seed in seeds:
+            training = cfg.training.model_copy(
+                update={"optimizer": variant.optimizer, "batch_size": variant.batch_size, "seed": seed}
+            )
+            name = variant.name(n_train) + (f"-seed{seed}" if len(seeds) > 1 else "")
+            jobs.append(Job(cfg.model_copy(update={"training": training}), name, parent_run_id, child_tags))
+    return jobs
 
 
 def _describe(outcome: dict, task: str) -> str:

@@ -123,26 +123,32 @@ def run(
     experiment: str,
     run_name: str,
     tags: dict[str, str] | None = None,
-    nested: bool = False,
+    parent_run_id: str | None = None,
     run_id: str | None = None,
 ) -> Iterator[Any]:
     """Start, resume (`run_id`) or adopt (under `mlflow run`) a run; end it FINISHED, FAILED or KILLED.
 
-    A nested run goes in its parent's experiment, whatever the config says, so the UI can nest it.
+    A run nested under `parent_run_id` (from this process or a worker's) goes in its parent's experiment,
+    whatever the config says, so the UI can nest it.
     """
     mlflow.set_tracking_uri(tracking_uri())
     ensure_store()
     # `mlflow run` hands its run over in MLFLOW_RUN_ID; take it once, so that runs nested under it
     # are new runs (mlflow.start_run would otherwise resume the launched run again).
-    adopted = run_id or (None if nested else os.environ.pop("MLFLOW_RUN_ID", None))
+    adopted = run_id or (None if parent_run_id else os.environ.pop("MLFLOW_RUN_ID", None))
     if adopted:
         active = mlflow.start_run(run_id=adopted)
         _warn_experiment(active, experiment)
         mlflow.set_tag("mlflow.runName", run_name)
     else:
-        parent = mlflow.active_run() if nested else None
-        where = parent.info.experiment_id if parent else experiment_id(experiment)
-        active = mlflow.start_run(experiment_id=where, run_name=run_name, nested=nested, tags=tags or {})
+        where = get_run(parent_run_id).info.experiment_id if parent_run_id else experiment_id(experiment)
+        active = mlflow.start_run(
+            experiment_id=where,
+            run_name=run_name,
+            nested=parent_run_id is not None,
+            parent_run_id=parent_run_id,
+            tags=tags or {},
+        )
     if tags:
         mlflow.set_tags(tags)
     try:

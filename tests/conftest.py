@@ -18,6 +18,7 @@ TINY = {
     "model.hidden": [8],
     "training.epochs": 2,
     "training.batch_size": 16,
+    "sweep.workers": 1,  # in-process; the worker pool has tests of its own
 }
 
 

@@ -1,7 +1,16 @@
 import pandas as pd
 import pytest
 
-from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
+from components.claims import claims_table
+from components.compare import (
+    VariantRecord,
+    comparison_table,
+    plot_comparison,
+    seed_table,
+    seed_verdict,
+    summary_markdown,
+    target_value,
+)
 
 
 def _record(name, accuracies, size, status="FINISHED", diverged=False, seconds=1.0):
@@ -60,7 +69,8 @@ def test_summary_names_best_fastest_diverged_failed(records):
     assert "**Fastest to the target** (val_accuracy 0.8500): adam-bs32 in 2.0 s, 2 epochs, 8 updates." in text
     assert "Diverged (loss became NaN or infinite): momentum-bs32." in text
     assert "Failed: rmsprop-bs32." in text
-    assert text.count("\n| ") == 2 + len(records)  # header, separator, one row per variant
+    variants = text.split("\n| variant | final_val_accuracy")[1]
+    assert variants.count("\n| ") == 1 + len(records)  # separator, one row per variant
 
 
 def test_regression_ranks_lower_mae_first():
@@ -87,3 +97,53 @@ def test_plots_are_written(records, tmp_path):
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
+
+
+def _seeded(group, seed, accuracy, regime="minibatch", **final):
+    h = pd.DataFrame({"epoch": [1], "val_accuracy": [accuracy], "val_loss": [1.0], "updates": [1], "seconds": [1.0]})
+    optimizer, size = group.split("-bs")
+    params = {"optimizer": optimizer, "batch_size": size, "regime": regime, "seed": str(seed)}
+    final = {"test_accuracy": accuracy, "train_seconds": 1.0, **final}
+    return VariantRecord(f"{group}-seed{seed}", f"id-{group}-{seed}", "FINISHED", params, h, final, group=group)
+
+
+@pytest.mark.parametrize(
+    ("second", "verdict"),
+    [
+        ([0.80, 0.81, 0.79], "adam-bs32 leads sgd-bs32 by 10 ± 0.82 points: a clear winner"),
+        ([0.88, 0.93, 0.87], "No clear winner: adam-bs32 leads sgd-bs32 by 0.67 ± 1.9 points"),
+    ],
+)
+def test_seeds_give_mean_spread_and_a_verdict(second, verdict):
+    records = [_seeded("adam-bs32", s, a) for s, a in enumerate([0.90, 0.91, 0.89])]
+    records += [_seeded("sgd-bs32", s, a) for s, a in enumerate(second)]
+    table = comparison_table(records, "classification", None)
+    seeds = seed_table(table, "classification")
+    assert seeds["variant"].tolist()[0] == "adam-bs32"
+    assert seeds.iloc[0]["mean_val_accuracy"] == pytest.approx(0.90)
+    assert seeds.iloc[0]["sd_val_accuracy"] == pytest.approx(0.01)
+    assert seeds["seeds"].tolist() == [3, 3]
+    assert verdict in seed_verdict(seeds, "classification")
+    assert verdict in summary_markdown(table, "classification", None, "x")
+
+
+def test_one_seed_per_variant_has_no_seed_section(records):
+    table = comparison_table(records, "classification", 0.85)
+    assert seed_table(table, "classification") is None
+    assert "Across seeds" not in summary_markdown(table, "classification", 0.85, "x")
+
+
+def test_claims_agree_disagree_or_are_not_measured():
+    memory = {"batch": 5.0, "minibatch": 1.0, "stochastic": 2.0}  # stochastic above mini-batch: disagrees
+    records = [
+        _seeded(f"adam-bs{size}", 0, 0.9, regime, total_updates=updates, train_peak_memory_mb=memory[regime])
+        for size, regime, updates in ((1, "stochastic", 1000.0), (8, "minibatch", 100.0), (999, "batch", 10.0))
+    ]
+    claims = claims_table(comparison_table(records, "classification", None), "test_accuracy", True)
+    verdict = dict(zip(claims["claim"], claims["this data"], strict=True))
+    assert verdict["Batch descent makes fewer updates than stochastic descent"] == "agrees"
+    assert verdict["Batch descent needs more memory than mini-batch"] == "agrees"
+    assert verdict["Mini-batch needs more memory than stochastic"] == "disagrees"
+    assert verdict["Batch descent converges stably; stochastic 'shoots'"] == "not measured"  # no loss_noise
+    updates = claims.set_index("claim").loc["Batch descent makes fewer updates than stochastic descent"]
+    assert (updates["batch"], updates["mini-batch"], updates["stochastic"]) == (10, 100, 1000)

@@ -114,6 +114,7 @@ def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
 
     monkeypatch.setattr(train_pipeline, "fit_variant", broken)
     argv = ["--data", "iris", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full,16"]
+    argv += ["--overrides", "sweep.workers=1"]  # in-process, where the broken fit is patched in
     assert cli.main(sweep_entry, argv) == 1
     assert "descent: error: no variant of the sweep finished" in capsys.readouterr().err
 
@@ -148,10 +149,32 @@ def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
     variants = client.search_runs([experiment_id], "tags.`descent.kind` = 'variant'")
     ok = [r.info.run_name for r in variants if r.info.status == "FINISHED"]
     assert sorted(ok) == sorted(["adam-bs1", "adam-full", "sgd-bs1", "sgd-full"])  # each exactly once
-    assert all(r.info.status in ("FINISHED", "FAILED") for r in variants)  # the killed one: FAILED, not RUNNING
+    # the variant the kill interrupted: never left RUNNING (its worker ends it KILLED, or the resume FAILED)
+    assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in variants)
     sweeps = client.search_runs([experiment_id], "tags.`descent.kind` = 'sweep'")
     assert [s.info.status for s in sweeps] == ["FINISHED"]
     # the interrupted run stays under the sweep as FAILED, but the comparison counts each variant once
     table = pd.read_csv(client.download_artifacts(sweeps[0].info.run_id, "comparison/comparison.csv"))
     assert sorted(table["variant"]) == sorted(ok)
     assert "Failed: none." in sweeps[0].data.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow
+def test_seeds_on_two_worker_processes_nest_every_run_and_compare_them(store):
+    cfg = tiny(**{"sweep.optimizers": ["adam"], "sweep.batch_sizes": ["full", 16]})
+    cfg = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"seeds": [0, 1], "workers": 2})})
+    result = sweep(cfg)
+    children = _children(store, result["parent_run_id"])
+    names = {"adam-full-seed0", "adam-full-seed1", "adam-bs16-seed0", "adam-bs16-seed1"}
+    assert {c.info.run_name for c in children} == names
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["seed"] for c in children} == {"0", "1"}
+    assert {c.data.tags["descent.variant"] for c in children} == {"adam-full", "adam-bs16"}
+    # both workers trained on the sweep's own split, not on one of their own making
+    parent = MlflowClient(store).get_run(result["parent_run_id"])
+    assert {c.data.tags["descent.split_digest"] for c in children} == {parent.data.tags["descent.split_digest"]}
+    assert "Across seeds" in result["summary"]
+    assert "The study notes' claims, measured on this data" in result["summary"]
+    # two processes did the work: the runs overlap in time
+    spans = sorted((c.info.start_time, c.info.end_time) for c in children)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))

@@ -7,6 +7,8 @@ from components.model import build_model
 from components.optimizers import make_optimizer
 from components.train import Arrays, compile_model, evaluate, fit_variant
 
+LAYER = {"activation": "relu", "dropout": 0.0, "api": "sequential", "seed": 0}
+
 
 def _arrays(n=60, seed=0) -> Arrays:
     rng = np.random.default_rng(seed)
@@ -62,3 +64,42 @@ def test_training_learns_and_evaluates():
     scores = evaluate(model, data.x_val, data.y_val)
     assert set(scores) == {"loss", "accuracy"}
     assert scores["accuracy"] > 0.8
+
+
+def test_loss_noise_is_larger_for_stochastic_than_for_batch_descent():
+    _, stochastic, _ = _fit(batch_size=1, epochs=3)
+    _, batch, _ = _fit(batch_size=40, epochs=3)
+    assert "loss_noise" not in batch.history[0]  # one update so far: no jump to measure yet
+    noisy = [h["loss_noise"] for h in stochastic.history]
+    calm = [h["loss_noise"] for h in batch.history[1:]]
+    assert min(noisy) > 5 * max(calm)
+
+
+def test_training_memory_is_measured_and_grows_with_the_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 32)).astype("float32")
+    data = Arrays(x, (x[:, 0] > 0).astype("int32"), x[:10], (x[:10, 0] > 0).astype("int32"))
+
+    def peak(batch_size):
+        model = build_model(32, 2, "classification", **LAYER, hidden=[256])
+        compile_model(model, make_optimizer("sgd", {"learning_rate": 0.01}), "classification")
+        return fit_variant(model, data, batch_size, 1).peak_memory_mb
+
+    small, full = peak(1), peak(3000)
+    assert 0 < small < full
+    assert full > 3000 * 256 * 4 / 2**20  # at least one full-batch activation of the hidden layer
+
+
+def test_regression_reports_mean_absolute_error():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5])).astype("float32")
+    data = Arrays(x[:60], y[:60], x[60:], y[60:])
+    model = build_model(3, 1, "regression", **LAYER, hidden=[16])
+    compile_model(model, make_optimizer("adam", {"learning_rate": 0.05}), "regression")
+    result = fit_variant(model, data, 8, 40)
+    last = result.history[-1]
+    assert {"loss", "mae", "val_loss", "val_mae"} <= set(last)
+    predicted = model.predict(x[60:], verbose=0).reshape(-1)
+    assert last["val_mae"] == pytest.approx(float(np.abs(predicted - y[60:]).mean()), rel=1e-4)
+    assert last["val_mae"] < 0.5 * float(np.abs(y[60:]).mean())

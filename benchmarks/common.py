@@ -1,0 +1,34 @@
+"""What every benchmark shares: the default grid, the digits rows descent trains on, optimizers by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GRID = {
+    "optimizers": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"],
+    "batch_sizes": ["full", 1, 32, 256],
+}
+
+
+def prepared_digits() -> tuple[Any, Any, Any, dict]:
+    """descent's own split and preprocessing of digits: (train/val arrays, test x, test y, hyperparameters)."""
+    from pipelines.config import load_config
+    from pipelines.prepare import prepare
+
+    cfg = load_config()
+    prepared = prepare(cfg)
+    pre, test = prepared.preprocessor, prepared.split.test
+    hyper = {name: cfg.hyperparameters(name) for name in cfg.optimizers}
+    return prepared.arrays, pre.transform(test.features), pre.encode_target(test.target), hyper
+
+
+def keras_optimizer(name: str, hyper: dict) -> Any:
+    """The Keras optimizer descent's registry makes for `name`."""
+    from components.optimizers import make_optimizer
+
+    return make_optimizer(name, hyper)
+
+
+def variant_name(optimizer: str, size: str) -> str:
+    """descent's run name for a grid cell: adam-full, adam-bs32."""
+    return f"{optimizer}-full" if size == "full" else f"{optimizer}-bs{size}"
