@@ -1,16 +1,21 @@
-"""One tiny config every test starts from, and a throwaway MLflow store per test that needs one."""
+"""One tiny config every test starts from, and a throwaway MLflow store (or team server) per test that needs one."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.config import Config, load_config
+
+if TYPE_CHECKING:
+    from tests.servers import TeamServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {
@@ -42,6 +47,19 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     return uri
+
+
+@pytest.fixture
+def team_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TeamServer]:
+    """A real `mlflow server` on a throwaway PostgreSQL database, set as MLFLOW_TRACKING_URI (tests/servers.py)."""
+    from tests.servers import mlflow_on_postgres  # here, not at the top: it imports MLflow and the UI helpers
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    with mlflow_on_postgres(tmp_path / "artifacts") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        yield server
 
 
 @pytest.fixture
