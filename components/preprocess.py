@@ -55,7 +55,7 @@ class Preprocessor:
         """Keras metrics of a standardised regression target back in the target's units (MSE, MAE)."""
         if self.task != "regression":
             return dict(metrics)
-        factor = {"loss": self.target_scale**2, "mae": self.target_scale}
+        factor = {"loss": self.target_scale**2, "loss_noise": self.target_scale**2, "mae": self.target_scale}
         return {k: v * factor.get(k.removeprefix("val_").removeprefix("test_"), 1.0) for k, v in metrics.items()}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,7 +99,7 @@ def fit_variant(
         previous = float(step_losses[-1])
         result.updates += len(step_losses)
         result.train_seconds += train_time
-        record.update(train_seconds=train_time, updates=float(result.updates))
+        record.update(epoch_train_seconds=train_time, updates=float(result.updates))
         for callback in callbacks:
             callback.on_epoch_end(epoch, record)
         record["epoch_seconds"] = time.perf_counter() - started
@@ -149,11 +150,11 @@ def _epoch_function(model: keras.Model, task: str, batch_size: int, n: int) -> C
     optimizer, steps = model.optimizer, math.ceil(n / batch_size)
     weights = model.trainable_variables
 
-    @tf.function
+    # autograph=False and an explicit while loop: tracing is paid once per variant, and autograph's
+    # conversion of every Keras call inside the loop would make it several times slower.
+    @tf.function(autograph=False)
     def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        losses = tf.TensorArray(tf.float32, size=steps)
-        loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
-        for step in tf.range(steps):
+        def update(step: tf.Tensor, losses: tf.TensorArray, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             rows = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = tf.gather(x, rows), tf.gather(y, rows)
             with tf.GradientTape() as tape:
@@ -163,30 +164,52 @@ def _epoch_function(model: keras.Model, task: str, batch_size: int, n: int) -> C
                 if model.losses:  # weight penalties, when a layer has a regularizer
                     value += tf.add_n(model.losses)
             optimizer.apply_gradients(zip(tape.gradient(value, weights), weights, strict=True))
-            losses = losses.write(step, tf.cast(value, tf.float32))
-            loss_sum += tf.cast(tf.reduce_sum(row_loss), tf.float32)
-            metric_sum += tf.reduce_sum(row_metric)
+            return (
+                step + 1,
+                losses.write(step, tf.cast(value, tf.float32)),
+                loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
+                metric_sum + tf.reduce_sum(row_metric),
+            )
+
+        start = (tf.constant(0), tf.TensorArray(tf.float32, size=steps), tf.constant(0.0), tf.constant(0.0))
+        _, losses, loss_sum, metric_sum = tf.while_loop(lambda step, *_: step < steps, update, start)
         return losses.stack(), loss_sum, metric_sum
 
     return run_epoch
 
 
 def _eval_function(model: keras.Model, task: str) -> Callable:
-    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time."""
+    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time (one per model)."""
+    if model in _EVAL:
+        return _EVAL[model]
     loss = keras.losses.get(model.loss)
+    spec = [
+        tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32),
+        tf.TensorSpec([None], tf.int32 if task == "classification" else tf.float32),
+    ]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(autograph=False, input_signature=spec)  # any number of rows: traced once
     def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
-        n = tf.shape(y)[0]
-        for start in tf.range(0, n, EVAL_CHUNK):
+        def add(start: tf.Tensor, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
             row_loss, row_metric = _row_scores(task, loss, yb, model(xb, training=False))
-            loss_sum += tf.cast(tf.reduce_sum(row_loss), tf.float32)
-            metric_sum += tf.reduce_sum(row_metric)
+            return (
+                start + EVAL_CHUNK,
+                loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
+                metric_sum + tf.reduce_sum(row_metric),
+            )
+
+        n = tf.shape(y)[0]
+        _, loss_sum, metric_sum = tf.while_loop(
+            lambda start, *_: start < n, add, (tf.constant(0), tf.constant(0.0), tf.constant(0.0))
+        )
         return loss_sum, metric_sum
 
+    _EVAL[model] = run
     return run
+
+
+_EVAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _memory_device() -> str:

@@ -138,13 +138,14 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         shown = pre.in_target_units(metrics)
-        tracking.log_metrics(shown, step=epoch)
+        sink.add(shown, step=epoch)
         if t.verbose:
             log.info("epoch %d/%d: %s", epoch, t.epochs, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         cli.check_stop()
 
     probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
-    fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, callbacks=probes, seed=t.seed)
+    with tracking.EpochMetrics() as sink:
+        fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, callbacks=probes, seed=t.seed)
     fit.history = [pre.in_target_units(h) for h in fit.history]
     test = prepared.split.test
     scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
@@ -169,7 +170,6 @@ def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
         keras.losses.get(LOSSES[prepared.split.task]),
         arrays.x_train[rows],
         arrays.y_train[rows],
-        on_measure=lambda epoch, record: tracking.log_metrics(record, step=epoch),
         small=m.noise_small_batch,
         big=m.noise_big_batch,
         draws=m.noise_draws,
