@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from components.compare import RANKING
 from pipelines import cli, tracking
@@ -23,7 +23,7 @@ def scheduled(cfg: Config, force: bool = False) -> int:
     """Run the study once if data, config or code changed; promote its best model if it beats the champion."""
     s = cfg.schedule
     tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
-    lock = FileLock(tracking.lock_path(f"experiment-{cfg.experiment}"))
+    lock = tracking.machine_lock(f"experiment-{cfg.experiment}")
     try:
         lock.acquire(timeout=s.lock_timeout if s.on_overlap == "wait" else 0)
     except Timeout:

@@ -175,9 +175,7 @@ def experiment_id(name: str) -> str:
             f"{found.experiment_id}) or set experiment: to a new name"
         )
     if found is None:
-        from filelock import FileLock
-
-        with FileLock(lock_path(f"create-{name}")):  # two triggers creating the same experiment
+        with machine_lock(f"create-{name}"):  # two triggers creating the same experiment
             found = c.get_experiment_by_name(name)
             if found is None:
                 found = c.get_experiment(c.create_experiment(name))
@@ -201,10 +199,20 @@ def _check_writable(location: str, name: str) -> None:
         ) from None
 
 
+def machine_lock(name: str, timeout: float = -1) -> Any:
+    """A file lock shared by every descent process on this machine, whichever user runs it."""
+    from filelock import FileLock
+
+    return FileLock(lock_path(name), timeout=timeout, mode=0o666)
+
+
 def lock_path(name: str) -> str:
-    """A lock file shared by every descent process on this machine (one per experiment or store)."""
+    """The file of a machine-wide lock (one per experiment or store)."""
     folder = Path(tempfile.gettempdir()) / "descent-locks"
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # like /tmp itself: everyone may add a lock file
+            folder.chmod(0o1777)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return str(folder / f"{safe}.lock")
 

@@ -6,6 +6,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from filelock import FileLock
@@ -141,3 +142,16 @@ def test_the_shipped_cron_and_systemd_commands_run(store, tmp_path):
     done = subprocess.run(service, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "up to date: sweep" in done.stdout  # same data, config and code: the timer's run does nothing
+
+
+def test_lock_files_can_be_shared_by_every_user_of_the_machine(tmp_path, monkeypatch):
+    import stat
+    import tempfile
+
+    from pipelines import tracking
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with tracking.machine_lock("experiment-x"):
+        path = Path(tracking.lock_path("experiment-x"))
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o1777  # like /tmp: anyone adds, only owners remove
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666
