@@ -21,6 +21,7 @@ import yaml
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from components.data import frame_digest
 from components.errors import InputError
 from components.split import Split
 
@@ -265,7 +266,10 @@ def log_dataset_inputs(split: Split, name: str, source: str, digest: str) -> Non
     """Each split as an MLflow dataset input, with its context and digest."""
     for context, part in split.parts().items():
         frame = part.features.assign(**{part.target.name: part.target})
-        dataset = mlflow.data.from_pandas(frame, source=source, targets=str(part.target.name), name=f"{name}-{context}")
+        # descent's own digest: MLflow's default hashes the rows much more slowly (8 s for 700k rows)
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, targets=str(part.target.name), name=f"{name}-{context}", digest=frame_digest(frame)
+        )
         mlflow.log_input(dataset, context=context, tags={"descent.data_digest": digest})
 
 
