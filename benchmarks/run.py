@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def measure(smoke: bool) -> dict:
     results["sklearn"] = _json(_python("benchmarks.sklearn_mlp", "--epochs", str(epochs), "--batch_sizes", sizes)[1])
     limit_args = ["--epochs", "3", "--rounds", "1"] if smoke else []
     results["limit"] = _json(_python("benchmarks.limit", *limit_args)[1])
+    large_args = ["--rows", "30000", "--epochs", "2"] if smoke else []
+    results["large"] = _json(_python("benchmarks.large", *large_args)[1])
     return results
 
 
@@ -156,6 +159,7 @@ def report(r: dict, command: str) -> str:
         f"({d1['seconds']:.0f} s vs {untracked['wall_seconds']:.0f} s) | {verdict(tracking <= 0.05)} |",
         f"| two workers on two cores >= 1.6x one worker | {scaling:.2f}x "
         f"({d1['seconds']:.0f} s vs {d2['seconds']:.0f} s) | {verdict(scaling >= 1.6)} |",
+        *large_targets(r["large"], verdict),
         "",
         "One-time compile cost per variant (the first epoch's extra seconds: tracing and compiling the epoch):",
         f"descent {lim['descent_compile_seconds_bs1']:.2f} s at batch size 1, "
@@ -176,8 +180,59 @@ def report(r: dict, command: str) -> str:
             f"| {name} | {d2['test_accuracy'][name]:.4f} | {peer['test_accuracy'].get(name, float('nan')):.4f} | "
             + (f"{skl:.4f} | {skl_s:.2f} |" if skl is not None else "– | – |")
         )
+    lines += ["", *large_section(r["large"])]
     lines += ["", "## Raw figures", "", "```json", json.dumps(r, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def large_targets(large: dict, verdict: Callable[[bool], str]) -> list[str]:
+    """The two large-data targets, on the largest file measured."""
+    base = large["baseline_20000_rows"]["peak_rss_mb"]
+    sizes = sorted((k for k in large if k.isdigit()), key=int)
+    big, small = large[sizes[-1]], large[sizes[0]]
+    ratio = big["peak_rss_mb"] / big["feature_matrix_mb"]
+    above = (big["peak_rss_mb"] - base) / big["feature_matrix_mb"]
+    rows = int(sizes[-1]) / int(sizes[0])
+    grow = big["epoch_seconds"]["adam-bs256"] / small["epoch_seconds"]["adam-bs256"]
+    return [
+        f"| {int(sizes[-1]):,} rows: peak RSS <= 3x the float32 feature matrix | {ratio:.1f}x in all; "
+        f"{above:.1f}x above the {base:,.0f} MB a small sweep's process needs | {verdict(ratio <= 3)} |",
+        f"| time per epoch grows linearly with rows | {grow:.1f}x for {rows:.0f}x the rows | "
+        f"{verdict(grow <= rows * 1.2)} |",
+    ]
+
+
+def large_section(large: dict) -> list[str]:
+    """Peak memory and seconds per epoch as the generated Parquet file grows."""
+    large = dict(large)
+    base = large.pop("baseline_20000_rows")
+    lines = [
+        "## Large data: N rows x 50 float32 features from Parquet, 2-variant sweep (adam, batch 256 and 4096)",
+        "",
+        f"A process that imports TensorFlow and MLflow and sweeps 20,000 rows peaks at {base['peak_rss_mb']:,.0f} MB "
+        "(the baseline below).",
+        "",
+        "| rows | feature matrix (float32) | peak RSS | above baseline | above baseline / matrix | "
+        "seconds per epoch (bs 256) | seconds per epoch (bs 4096) | sweep wall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rows, m in large.items():
+        above = m["peak_rss_mb"] - base["peak_rss_mb"]
+        lines.append(
+            f"| {int(rows):,} | {m['feature_matrix_mb']:.0f} MB | {m['peak_rss_mb']:,.0f} MB | {above:,.0f} MB | "
+            f"{above / m['feature_matrix_mb']:.1f}x | {m['epoch_seconds'].get('adam-bs256', float('nan')):.2f} | "
+            f"{m['epoch_seconds'].get('adam-bs4096', float('nan')):.2f} | {m['wall_seconds']:.0f} s |"
+        )
+    sizes = sorted(large, key=int)
+    if len(sizes) >= 2:
+        a, b = large[sizes[0]], large[sizes[-1]]
+        grow = b["epoch_seconds"]["adam-bs256"] / a["epoch_seconds"]["adam-bs256"]
+        lines += [
+            "",
+            f"From {int(sizes[0]):,} to {int(sizes[-1]):,} rows ({int(sizes[-1]) / int(sizes[0]):.0f}x) the time per "
+            f"epoch at batch size 256 grows {grow:.1f}x (linear would be {int(sizes[-1]) / int(sizes[0]):.0f}x).",
+        ]
+    return lines
 
 
 def main() -> None:
