@@ -73,6 +73,14 @@ class SweepConfig(_Strict):
     target_fraction: Annotated[float, Field(gt=0, le=1)]
     seeds: list[Annotated[int, Field(ge=0)]] | None
     workers: Annotated[int, Field(gt=0)] | Literal["auto"]
+    executor: Literal["local", "ray"]
+
+
+class RayConfig(_Strict):
+    address: str | None
+    cpus_per_variant: Annotated[float, Field(gt=0)]
+    gpus_per_variant: Annotated[float, Field(ge=0)]
+    max_retries: Annotated[int, Field(ge=0)]
 
 
 class ScheduleConfig(_Strict):
@@ -91,12 +99,14 @@ class Config(_Strict):
     training: TrainingConfig
     measure: MeasureConfig
     sweep: SweepConfig
+    ray: RayConfig
     schedule: ScheduleConfig
     optimizers: dict[str, dict[str, float | bool]]
 
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
-        tree = self.model_dump(exclude={"schedule": True, "training": {"verbose"}, "sweep": {"workers"}})
+        where = {"schedule": True, "ray": True, "training": {"verbose"}, "sweep": {"workers", "executor"}}
+        tree = self.model_dump(exclude=where)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def hyperparameters(self, optimizer: str) -> dict[str, float | bool]:

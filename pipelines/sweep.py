@@ -18,6 +18,7 @@ from pipelines import cli, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.prepare import Prepared, prepare
+from pipelines.ray_executor import check_ray, run_ray
 from pipelines.train import log_data_record, run_tags
 from pipelines.workers import Job, run_local, worker_count
 
@@ -32,6 +33,8 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     for optimizer in dict.fromkeys(v.optimizer for v in variants):
         check_optimizer(optimizer, cfg.hyperparameters(optimizer))
     check_activation(cfg.model.activation)
+    if cfg.sweep.executor == "ray":
+        check_ray()
     tags = sweep_tags(cfg, prepared)
     launched = os.environ.get("MLFLOW_RUN_ID")
     # Under `mlflow run` the sweep lives where the launcher put it (--experiment-name, or Default).
@@ -90,13 +93,18 @@ def _run_variants(
 ) -> list[dict]:
     jobs = sweep_jobs(cfg, variants, len(prepared.split.train), parent.info.run_id, tags)
     jobs = [job for job in jobs if job.name not in done]
-    workers = worker_count(cfg.sweep.workers, len(jobs))
-    if workers > 1:
-        log.info("%d runs on %d worker processes", len(jobs), workers)
+    if cfg.sweep.executor == "ray":
+        log.info("%d runs as Ray tasks", len(jobs))
+        finished = run_ray(jobs, cfg.ray, prepared)
+    else:
+        workers = worker_count(cfg.sweep.workers, len(jobs))
+        if workers > 1:
+            log.info("%d runs on %d worker processes", len(jobs), workers)
+        finished = run_local(jobs, workers, prepared)
     outcomes: list[dict] = []
     started = time.perf_counter()
     bar = tqdm(total=len(jobs), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
-    for i, outcome in enumerate(run_local(jobs, workers, prepared), start=1):
+    for i, outcome in enumerate(finished, start=1):
         cli.check_stop()
         outcomes.append(outcome)
         elapsed = time.perf_counter() - started

@@ -43,6 +43,11 @@ def is_remote() -> bool:
     return tracking_uri().startswith(("http://", "https://"))
 
 
+def is_local_store() -> bool:
+    """Whether runs go to files on this machine (a sqlite file, ./mlruns), out of other machines' reach."""
+    return urlsplit(tracking_uri()).scheme in ("", "file", "sqlite")
+
+
 def redacted(uri: str) -> str:
     """A URI fit to print: any user:password@ part replaced."""
     parts = urlsplit(uri)
@@ -336,6 +341,13 @@ def children(parent: Any) -> list[Any]:
     """The runs nested under `parent`, oldest first."""
     found = find_runs([parent.info.experiment_id], {"mlflow.parentRunId": parent.info.run_id})
     return sorted(found, key=lambda r: r.info.start_time)
+
+
+def running(parent_run_id: str, run_name: str) -> list[Any]:
+    """The runs called `run_name` nested under `parent_run_id` that are still RUNNING."""
+    parent = get_run(parent_run_id)
+    found = find_runs([parent.info.experiment_id], {"mlflow.parentRunId": parent_run_id, "mlflow.runName": run_name})
+    return [r for r in found if r.info.status == "RUNNING"]
 
 
 def metric_frame(run_id: str, keys: list[str]) -> pd.DataFrame:

@@ -1,0 +1,123 @@
+"""Run a sweep's variants as Ray tasks (`sweep.executor: ray`): on an existing cluster or a local Ray instance.
+
+Ray is imported only here and only when chosen. Every task logs to the sweep's tracking server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from components.errors import InputError
+from pipelines import tracking
+from pipelines.config import RayConfig
+from pipelines.prepare import Prepared
+from pipelines.workers import Job, run_job
+
+log = logging.getLogger("descent")
+INSTALL = "pip install -e '.[ray]'"
+SERVER = "mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000"
+KILLED = "interrupted: its Ray worker died before the variant finished"
+
+
+def check_ray() -> None:
+    """Refuse, before any run starts, what cannot work: Ray missing, or a store that Ray workers cannot share."""
+    _import_ray()
+    if tracking.is_local_store():
+        raise InputError(
+            f"sweep.executor=ray needs a tracking server that every Ray worker reaches, not the local store "
+            f"{tracking.tracking_uri()}: start one ({SERVER}) and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
+        )
+
+
+def run_ray(jobs: list[Job], settings: RayConfig, prepared: Prepared) -> Iterator[dict]:
+    """Outcomes as tasks finish; a task whose worker dies is rerun, at most `settings.max_retries` times."""
+    if not jobs:
+        return
+    ray = _import_ray()
+    started = _connect(ray, settings.address)
+    pending: dict[Any, Job] = {}
+    try:
+        data = ray.put(prepared)  # one copy in the object store for every node: no node needs the data file
+        task = ray.remote(_attempt)
+        store = tracking.tracking_uri()
+        for job in jobs:
+            options = task.options(
+                name=f"descent:{job.name}",
+                num_cpus=settings.cpus_per_variant,
+                num_gpus=settings.gpus_per_variant,
+                max_retries=settings.max_retries,  # a dead worker, not a broken variant (that is an outcome)
+            )
+            # run_job travels as an argument (by reference), so a test can hand workers another body
+            pending[options.remote(job, data, store, settings.cpus_per_variant, run_job)] = job
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            yield _outcome(ray, done, pending.pop(done))
+    finally:
+        for ref in pending:  # Ctrl-C or SIGTERM: stop the rest; a resumed sweep ends their runs FAILED
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+
+
+def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any) -> dict:
+    """One try at a job on a Ray worker; it first ends FAILED the runs of a try whose worker died."""
+    os.environ["MLFLOW_TRACKING_URI"] = store  # the sweep's tracking server, whatever the node's environment says
+    _use_cores(cpus)
+    for run in tracking.running(job.parent_run_id, job.name):
+        tracking.mark_failed(run.info.run_id, f"{KILLED}; Ray retried it")
+    return body(job, prepared)
+
+
+def _outcome(ray: Any, ref: Any, job: Job) -> dict:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:  # every try's worker died, or the task could not run at all
+        for run in tracking.running(job.parent_run_id, job.name):
+            tracking.mark_failed(run.info.run_id, KILLED)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {reason}"}
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join `address` (or RAY_ADDRESS), else start a local instance; True when this call started Ray here."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False)
+    except ConnectionError as exc:
+        raise InputError(
+            f"cannot reach the Ray cluster at {address or 'RAY_ADDRESS'} ({exc}): "
+            "start it (ray start --head) or fix ray.address / RAY_ADDRESS"
+        ) from None
+    log.info("Ray cluster: %s CPUs, %s GPUs", *(ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")))
+    return True
+
+
+_CORES: list[int] = []
+
+
+def _use_cores(cpus: float) -> None:
+    """TensorFlow on a worker uses the CPUs Ray reserved for the task, not every core of the node."""
+    if _CORES:
+        return
+    import tensorflow as tf
+
+    threads = max(1, math.ceil(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this worker; its thread pools are fixed
+        pass
+    _CORES.append(threads)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"sweep.executor=ray needs Ray, which is not installed: {INSTALL}") from None
+    return ray

@@ -1,0 +1,197 @@
+"""`sweep.executor: ray`: the sweep's variants as Ray tasks on a local 2-CPU Ray instance, logged to a team server."""
+
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.errors import InputError
+from pipelines import cli, ray_executor
+from pipelines.config import load_config
+from pipelines.sweep import _entry as sweep_entry
+from pipelines.sweep import sweep
+from pipelines.workers import run_job
+from tests.conftest import ROOT, tiny
+
+GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16], "measure.gradients": False}
+NAMES = {"adam-full", "adam-bs16", "sgd-full", "sgd-bs16"}
+ON_RAY = {"sweep.executor": "ray"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray instance with 2 CPUs and no dashboard, shared by the module's tests."""
+    import ray
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)  # Ray puts the driver's working directory on its workers' sys.path: this checkout
+        ray.init(num_cpus=2, include_dashboard=False)
+    # Both workers import TensorFlow while the team server starts, instead of in the first test.
+    warm = ray.remote(_import_training)
+    warming = [warm.remote() for _ in range(2)]
+    yield ray
+    ray.get(warming)
+    ray.shutdown()
+
+
+def _import_training():
+    import pipelines.train  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory):
+    """One `mlflow server` on a throwaway PostgreSQL database for the module (tests/servers.py)."""
+    from tests.servers import mlflow_on_postgres
+
+    with mlflow_on_postgres(tmp_path_factory.mktemp("artifacts")) as server:
+        yield server
+
+
+@pytest.fixture
+def server(postgres_server, tmp_path, monkeypatch):
+    """The module's team server as MLFLOW_TRACKING_URI, in a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_server.url)
+    return postgres_server
+
+
+def _runs(url, result):
+    """The sweep's run and its children (a list: a retried variant has two)."""
+    client = MlflowClient(url)
+    runs = client.search_runs([result["experiment_id"]], max_results=100)
+    parent = next(r for r in runs if r.info.run_id == result["parent_run_id"])
+    return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_nests_the_same_runs_as_the_local_executor(cluster, server):
+    on_ray = sweep(tiny(**GRID, **ON_RAY))
+    local = sweep(tiny(**GRID), fresh=True)  # the same study (same digest): not fresh, it would resume on_ray
+    parent, children = _runs(server.url, on_ray)
+    local_parent, local_children = _runs(server.url, local)
+    assert {c.info.run_name for c in children} == {c.info.run_name for c in local_children} == NAMES
+    assert len(children) == 4
+    assert {r.info.status for r in [parent, local_parent, *children, *local_children]} == {"FINISHED"}
+    assert {o["state"] for o in on_ray["outcomes"]} == {"finished"}
+    # trained by Ray workers, not in this process, on the sweep's own split
+    assert {c.data.tags["mlflow.source.name"] for c in children} != {sys.argv[0]}
+    assert all("ray" in c.data.tags["mlflow.source.name"] for c in children)
+    assert {c.data.tags["descent.split_digest"] for c in children} == {parent.data.tags["descent.split_digest"]}
+    assert parent.data.tags["descent.config_digest"] == local_parent.data.tags["descent.config_digest"]
+    # the same comparison: the same variants, the same runs, the same scores
+    table, local_table = on_ray["table"].set_index("variant"), local["table"].set_index("variant")
+    assert set(table["run_id"]) == {c.info.run_id for c in children}
+    assert sorted(table.index) == sorted(local_table.index)
+    assert list(table["status"]) == ["finished"] * 4
+    for name in NAMES:
+        assert table.loc[name, "final_val_accuracy"] == pytest.approx(local_table.loc[name, "final_val_accuracy"])
+        assert table.loc[name, "test_accuracy"] == pytest.approx(local_table.loc[name, "test_accuracy"])
+    # same split, same seeds: the same training, up to float round-off between thread counts
+    losses = {c.info.run_name: c.data.metrics["val_loss"] for c in children}
+    assert losses == pytest.approx({c.info.run_name: c.data.metrics["val_loss"] for c in local_children}, rel=1e-3)
+
+
+def _marker(parent_run_id, name):
+    return Path(tempfile.gettempdir()) / f"descent-test-crashed-{parent_run_id}-{name}"
+
+
+def crash(job, prepared=None):
+    """Run on a Ray worker in place of run_job: adam-full's first try and every try of sgd-full die mid-training."""
+    marker = _marker(job.parent_run_id, job.name)
+    if job.name == "sgd-full" or (job.name == "adam-full" and not marker.exists()):
+        marker.touch()
+        import pipelines.train
+
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a lost node would: no cleanup
+
+        pipelines.train.fit_variant = die
+    return run_job(job, prepared)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_its_run_ends_failed(cluster, server, monkeypatch):
+    monkeypatch.setattr(ray_executor, "run_job", crash)
+    cfg = tiny(**GRID | ON_RAY | {"sweep.batch_sizes": ["full"], "ray.max_retries": 1, "experiment": "faults"})
+    result = sweep(cfg)
+    for name in ("adam-full", "sgd-full"):
+        _marker(result["parent_run_id"], name).unlink()
+    parent, children = _runs(server.url, result)
+    tries = sorted((c.info.run_name, c.info.status) for c in children)
+    assert tries == [("adam-full", "FAILED"), ("adam-full", "FINISHED"), ("sgd-full", "FAILED"), ("sgd-full", "FAILED")]
+    runs = {(c.info.run_name, c.info.status): c for c in children}
+    # adam-full: the killed try's run ended FAILED, the retry's run FINISHED and is the one compared
+    killed = runs[("adam-full", "FAILED")]
+    assert killed.data.tags["descent.error"].startswith("interrupted: its Ray worker died")
+    table = result["table"].set_index("variant")
+    assert table.loc["adam-full", "run_id"] == runs[("adam-full", "FINISHED")].info.run_id
+    # sgd-full died on every try (1 + max_retries): a failed outcome, its runs FAILED, the sweep went on
+    outcomes = {o["name"]: o for o in result["outcomes"]}
+    assert outcomes["adam-full"]["state"] == "finished"
+    assert outcomes["sgd-full"]["state"] == "failed"
+    assert "WorkerCrashedError" in outcomes["sgd-full"]["error"]
+    assert {c.info.status for c in children if c.info.run_name == "sgd-full"} == {"FAILED"}
+    assert table.loc["sgd-full", "status"] == "failed"
+    assert parent.info.status == "FINISHED"
+
+
+def test_ray_with_a_local_sqlite_store_is_refused_before_any_run(store, tmp_path, capsys):
+    with pytest.raises(InputError, match="needs a tracking server that every Ray worker reaches") as err:
+        sweep(tiny(**GRID, **ON_RAY))
+    assert "mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000" in str(err.value)
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in str(err.value)
+    assert not (tmp_path / "mlflow.db").exists()
+    argv = ["--data", "iris", "--optimizers", "adam", "--batch_sizes", "full", "--overrides", "sweep.executor=ray"]
+    assert cli.main(sweep_entry, argv) == cli.EXIT_BAD_INPUT
+    assert "needs a tracking server" in capsys.readouterr().err
+
+
+def test_ray_missing_is_bad_input_naming_the_extra(store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(InputError, match=r"needs Ray, which is not installed: pip install -e '\.\[ray\]'"):
+        sweep(tiny(**GRID, **ON_RAY))
+
+
+class FakeRay:
+    def __init__(self, running=False, refuse=False):
+        self.running, self.refuse, self.calls = running, refuse, []
+
+    def is_initialized(self):
+        return self.running
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.refuse:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+        self.running = True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+
+def test_connect_starts_a_light_local_instance_or_joins_the_address_given():
+    local = FakeRay()
+    assert ray_executor._connect(local, None) is True  # started here: the sweep shuts it down after
+    assert local.calls == [{"address": None, "include_dashboard": False}]
+    joined = FakeRay()
+    assert ray_executor._connect(joined, "10.0.0.5:6379") is True
+    assert joined.calls[0]["address"] == "10.0.0.5:6379"
+    running = FakeRay(running=True)
+    assert ray_executor._connect(running, "10.0.0.5:6379") is False and running.calls == []
+    with pytest.raises(InputError, match=r"cannot reach the Ray cluster at 10.0.0.5:6379 .*ray start --head"):
+        ray_executor._connect(FakeRay(refuse=True), "10.0.0.5:6379")
+
+
+def test_the_executor_is_how_a_study_runs_not_what_it_is():
+    base = load_config()
+    elsewhere = load_config(values={"sweep.executor": "ray", "ray.address": "auto", "ray.cpus_per_variant": 4})
+    assert elsewhere.digest() == base.digest()  # a study resumes on Ray where it stopped on local workers
+    for bad in ("sweep.executor=dask", "ray.cpus_per_variant=0", "ray.max_retries=-1"):
+        with pytest.raises(InputError, match="is invalid"):
+            load_config(overrides=bad)
