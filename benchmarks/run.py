@@ -97,8 +97,7 @@ def measure(smoke: bool) -> dict:
     results["descent_untracked"] = _json(out) | {"wall_seconds": seconds}
     seconds, out = _python("benchmarks.peer", *flags)
     results["peer"] = _json(out) | {"wall_seconds": seconds}
-    sizes = ",".join(map(str, grid["batch_sizes"]))
-    results["sklearn"] = _json(_python("benchmarks.sklearn_mlp", "--epochs", str(epochs), "--batch_sizes", sizes)[1])
+    results["sklearn"] = _json(_python("benchmarks.sklearn_mlp", *flags)[1])
     limit_args = ["--epochs", "3", "--rounds", "1"] if smoke else []
     results["limit"] = _json(_python("benchmarks.limit", *limit_args)[1])
     large_args = ["--rows", "30000", "--epochs", "2"] if smoke else []

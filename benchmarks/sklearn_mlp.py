@@ -23,6 +23,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch_sizes", default="full,1,32,256")
+    p.add_argument("--optimizers", default=",".join(SUPPORTED), help="those of the grid; others are skipped")
     args = p.parse_args()
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
@@ -32,7 +33,8 @@ def main() -> None:
     arrays, test_x, test_y, hyper = prepared_digits()
     n = len(arrays.y_train)
     seconds, accuracy = {}, {}
-    for name, solver in SUPPORTED.items():
+    for name in (o for o in args.optimizers.split(",") if o in SUPPORTED):
+        solver = SUPPORTED[name]
         for size in args.batch_sizes.split(","):
             mlp = MLPClassifier(
                 hidden_layer_sizes=(128, 64),
