@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -116,6 +117,7 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     tracking.log_yaml(cfg.model_dump(), "config.yaml")
 
 
+@functools.cache  # the code a process runs is the code it imported: ask git once per process
 def code_version() -> str:
     """The git commit of the project, or 'unknown' outside a git checkout."""
     try:
