@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -85,27 +86,39 @@ def machine() -> dict:
 
 
 def measure(smoke: bool) -> dict:
-    """Every figure of RESULTS.md, measured now, one after the other on this machine."""
+    """Every figure of RESULTS.md, measured now on this machine, one after the other.
+
+    The smoke version checks the harness, not speed: it runs its stages side by side to finish sooner.
+    """
     grid = {"optimizers": ["adam", "sgd"], "batch_sizes": ["full", 32]} if smoke else GRID
     epochs = 1 if smoke else 20
     flags = ["--epochs", str(epochs), "--optimizers", ",".join(grid["optimizers"])]
     flags += ["--batch_sizes", ",".join(map(str, grid["batch_sizes"]))]
-    results: dict = {"grid": grid, "epochs": epochs, "machine": machine(), "commit": _commit()}
-    results["descent_2_workers"] = descent_sweep(grid, epochs, workers=2)
-    results["descent_1_worker"] = descent_sweep(grid, epochs, workers=1)
-    seconds, out = _python("benchmarks.untracked", *flags)
-    results["descent_untracked"] = _json(out) | {"wall_seconds": seconds}
-    with tempfile.TemporaryDirectory() as tmp:  # the peer tracks to a fresh sqlite store too
-        store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        seconds, out = _python("benchmarks.peer", *flags, env=store, cwd=Path(tmp))
-    results["peer"] = _json(out) | {"wall_seconds": seconds}
-    results["sklearn"] = _json(_python("benchmarks.sklearn_mlp", *flags)[1])
     limit_args = ["--epochs", "3", "--rounds", "1"] if smoke else []
-    results["limit"] = _json(_python("benchmarks.limit", *limit_args)[1])
     large_args = ["--rows", "30000", "--epochs", "2"] if smoke else []
-    results["large"] = _json(_python("benchmarks.large", *large_args)[1])
+    stages = {
+        "descent_2_workers": lambda: descent_sweep(grid, epochs, workers=2),
+        "descent_1_worker": lambda: descent_sweep(grid, epochs, workers=1),
+        "descent_untracked": lambda: _timed("benchmarks.untracked", *flags),
+        "peer": lambda: _timed("benchmarks.peer", *flags, fresh_store=True),
+        "sklearn": lambda: _json(_python("benchmarks.sklearn_mlp", *flags)[1]),
+        "limit": lambda: _json(_python("benchmarks.limit", *limit_args)[1]),
+        "large": lambda: _json(_python("benchmarks.large", *large_args)[1]),
+    }
+    results: dict = {"grid": grid, "epochs": epochs, "machine": machine(), "commit": _commit()}
+    with ThreadPoolExecutor(max_workers=len(stages) if smoke else 1) as pool:
+        futures = {name: pool.submit(stage) for name, stage in stages.items()}
+        results.update({name: future.result() for name, future in futures.items()})
     results["measured_at"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     return results
+
+
+def _timed(module: str, *args: str, fresh_store: bool = False) -> dict:
+    """A peer's JSON line plus the wall seconds of its whole process; `fresh_store`: track to a new sqlite file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"} if fresh_store else None
+        seconds, out = _python(module, *args, env=env, cwd=Path(tmp) if fresh_store else None)
+    return _json(out) | {"wall_seconds": seconds}
 
 
 def _commit() -> str:
