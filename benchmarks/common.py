@@ -32,3 +32,14 @@ def keras_optimizer(name: str, hyper: dict) -> Any:
 def variant_name(optimizer: str, size: str) -> str:
     """descent's run name for a grid cell: adam-full, adam-bs32."""
     return f"{optimizer}-full" if size == "full" else f"{optimizer}-bs{size}"
+
+
+def grid_arguments(description: str) -> Any:
+    """The command line every peer takes: --epochs, --optimizers, --batch_sizes (the default grid)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--optimizers", default=",".join(GRID["optimizers"]))
+    p.add_argument("--batch_sizes", default=",".join(map(str, GRID["batch_sizes"])))
+    return p.parse_args()

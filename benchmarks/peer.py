@@ -5,20 +5,15 @@ One nested MLflow run per variant, `model.fit` with its defaults; prints one JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
-from benchmarks.common import GRID, keras_optimizer, prepared_digits, variant_name
+from benchmarks.common import grid_arguments, keras_optimizer, prepared_digits, variant_name
 
 
 def main() -> None:
     """Run the peer loop over the grid and print its wall time and test accuracies as JSON."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--optimizers", default=",".join(GRID["optimizers"]))
-    p.add_argument("--batch_sizes", default=",".join(map(str, GRID["batch_sizes"])))
-    args = p.parse_args()
+    args = grid_arguments(__doc__)
     started = time.perf_counter()
     import keras
     import mlflow

@@ -5,7 +5,6 @@ Prints one JSON line: seconds and test accuracy per variant, and seconds per epo
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
@@ -20,15 +19,12 @@ SUPPORTED = {
 
 def main() -> None:
     """Fit every supported optimizer x batch size for a fixed number of epochs (no early stopping)."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch_sizes", default="full,1,32,256")
-    p.add_argument("--optimizers", default=",".join(SUPPORTED), help="those of the grid; others are skipped")
-    args = p.parse_args()
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from benchmarks.common import prepared_digits, variant_name
+    from benchmarks.common import grid_arguments, prepared_digits, variant_name
+
+    args = grid_arguments(__doc__)
 
     arrays, test_x, test_y, hyper = prepared_digits()
     n = len(arrays.y_train)

@@ -5,20 +5,15 @@ Used to measure what tracking costs (runs, metrics, artifacts, models); prints o
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
-from benchmarks.common import GRID
+from benchmarks.common import grid_arguments
 
 
 def main() -> None:
     """Train every variant of the grid in this process exactly as a one-worker sweep does, minus MLflow."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--optimizers", default=",".join(GRID["optimizers"]))
-    p.add_argument("--batch_sizes", default=",".join(map(str, GRID["batch_sizes"])))
-    args = p.parse_args()
+    args = grid_arguments(__doc__)
     started = time.perf_counter()
     import keras
     import numpy as np

@@ -123,6 +123,11 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
             f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(seeds, task)}",
         ]
         lines += ["", markdown_table(seeds)]
+    elif not finished.empty:
+        lines.append(
+            "\n**One seed per variant**: a lead smaller than the spread between seeds cannot be told from luck. "
+            "Run with `sweep.seeds: [0, 1, 2]` to measure that spread and get a verdict on the best variant."
+        )
     claims = claims_table(table, _test(key), higher)
     lines += ["", "**The study notes' claims, measured on this data** (median over each regime's finished variants):"]
     lines += ["", claims_markdown(claims)]

@@ -64,9 +64,10 @@ def fit_variant(
 
     Each epoch visits the training rows in a new order drawn from `seed`. Per epoch it records the loss
     and metric on the training rows (averaged over the epoch's updates, as Keras' fit reports them) and
-    on the validation rows, the epoch's seconds, the updates so far, and `loss_noise`.
+    on the validation rows, the epoch's seconds, the updates so far, and `loss_noise` (see loss_noise).
     """
     task = _task(model)
+    weights = model.trainable_variables
     x, y = tf.convert_to_tensor(data.x_train), tf.convert_to_tensor(data.y_train)
     n = len(data.y_train)
     batch_size = max(1, min(batch_size, n))
@@ -76,7 +77,8 @@ def fit_variant(
     for callback in callbacks:
         callback.set_model(model)
     rng = np.random.default_rng(seed)
-    result, previous = FitResult(), float("nan")
+    result, previous = FitResult(), np.array([np.nan, np.nan])  # the last two updates' losses so far
+    model.optimizer.build(weights)  # its state exists before the first epoch: not counted as training memory
     device = _memory_device()
     for epoch in range(epochs):
         for callback in callbacks:
@@ -92,11 +94,10 @@ def fit_variant(
             result.compile_seconds = train_time  # tracing + compiling + the first epoch's updates
         record = {"loss": float(loss_sum) / n, METRICS[task]: float(metric_sum) / n}
         record.update(_metric_names(task, _evaluate(validate, data.x_val, data.y_val), prefix="val_"))
-        jumps = np.diff(np.concatenate([[previous], step_losses]))
-        jumps = jumps[np.isfinite(jumps)]
-        if len(jumps):
-            record["loss_noise"] = float(np.sqrt(np.mean(jumps**2)))
-        previous = float(step_losses[-1])
+        noise = loss_noise(np.concatenate([previous, step_losses]))
+        if math.isfinite(noise):
+            record["loss_noise"] = noise
+        previous = np.concatenate([previous, step_losses])[-2:]
         result.updates += len(step_losses)
         result.train_seconds += train_time
         record.update(epoch_train_seconds=train_time, updates=float(result.updates))
@@ -110,6 +111,18 @@ def fit_variant(
             result.diverged = True
             break
     return result
+
+
+def loss_noise(losses: np.ndarray) -> float:
+    """The spread of per-update losses around their own trend: sqrt(mean(second differences^2) / 6).
+
+    For losses that are a smooth trend plus independent noise of standard deviation s, this is s: the
+    trend (what descent learns) cancels in the second differences, the noise does not. NaN with fewer
+    than three finite losses.
+    """
+    second = np.diff(losses, n=2)
+    second = second[np.isfinite(second)]
+    return float(np.sqrt(np.mean(second**2) / 6)) if len(second) else math.nan
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -172,7 +185,10 @@ def _epoch_function(model: keras.Model, task: str, batch_size: int, n: int) -> C
             )
 
         start = (tf.constant(0), tf.TensorArray(tf.float32, size=steps), tf.constant(0.0), tf.constant(0.0))
-        _, losses, loss_sum, metric_sum = tf.while_loop(lambda step, *_: step < steps, update, start)
+        # parallel_iterations=1: one update at a time, as the maths says (and as memory is measured)
+        _, losses, loss_sum, metric_sum = tf.while_loop(
+            lambda step, *_: step < steps, update, start, parallel_iterations=1
+        )
         return losses.stack(), loss_sum, metric_sum
 
     return run_epoch

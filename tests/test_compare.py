@@ -130,7 +130,9 @@ def test_seeds_give_mean_spread_and_a_verdict(second, verdict):
 def test_one_seed_per_variant_has_no_seed_section(records):
     table = comparison_table(records, "classification", 0.85)
     assert seed_table(table, "classification") is None
-    assert "Across seeds" not in summary_markdown(table, "classification", 0.85, "x")
+    text = summary_markdown(table, "classification", 0.85, "x")
+    assert "Across seeds" not in text
+    assert "**One seed per variant**" in text
 
 
 def test_claims_agree_disagree_or_are_not_measured():

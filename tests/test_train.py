@@ -5,7 +5,7 @@ import pytest
 
 from components.model import build_model
 from components.optimizers import make_optimizer
-from components.train import Arrays, compile_model, evaluate, fit_variant
+from components.train import Arrays, compile_model, evaluate, fit_variant, loss_noise
 
 LAYER = {"activation": "relu", "dropout": 0.0, "api": "sequential", "seed": 0}
 
@@ -68,11 +68,19 @@ def test_training_learns_and_evaluates():
 
 def test_loss_noise_is_larger_for_stochastic_than_for_batch_descent():
     _, stochastic, _ = _fit(batch_size=1, epochs=3)
-    _, batch, _ = _fit(batch_size=40, epochs=3)
-    assert "loss_noise" not in batch.history[0]  # one update so far: no jump to measure yet
+    _, batch, _ = _fit(batch_size=40, epochs=5)
+    assert "loss_noise" not in batch.history[1]  # two updates so far: no trend to measure against yet
     noisy = [h["loss_noise"] for h in stochastic.history]
-    calm = [h["loss_noise"] for h in batch.history[1:]]
+    calm = [h["loss_noise"] for h in batch.history[2:]]
     assert min(noisy) > 5 * max(calm)
+
+
+def test_loss_noise_is_the_spread_around_the_trend_not_the_trend():
+    rng = np.random.default_rng(0)
+    trend = np.linspace(2.0, 0.5, 5000) ** 2  # falling fast, as a loss that is learning
+    assert loss_noise(trend) < 1e-3
+    assert loss_noise(trend + rng.normal(scale=0.3, size=5000)) == pytest.approx(0.3, rel=0.05)
+    assert math.isnan(loss_noise(np.array([1.0, 0.9])))
 
 
 def test_training_memory_is_measured_and_grows_with_the_batch():
