@@ -30,7 +30,7 @@ class Claim:
 
 CLAIMS = (
     Claim("Batch descent makes fewer updates than stochastic descent", "updates", "updates", "batch", "stochastic"),
-    Claim("Batch descent converges stably; stochastic 'shoots'", "loss_noise", "loss jump", "batch", "stochastic"),
+    Claim("Batch descent converges stably; stochastic 'shoots'", "loss_noise", "loss noise", "batch", "stochastic"),
     Claim("Batch descent needs more memory than mini-batch", "train_peak_memory_mb", "MiB", "minibatch", "batch"),
     Claim("Mini-batch needs more memory than stochastic", "train_peak_memory_mb", "MiB", "stochastic", "minibatch"),
     Claim(
