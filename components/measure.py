@@ -55,7 +55,7 @@ class _Compiled:
     """The probe's gradient computations as TensorFlow graphs, traced once per model."""
 
     def __init__(self, model: keras.Model, loss: Callable) -> None:
-        self.model, self.loss = model, loss
+        self.model = model
 
         # autograph=False and one function: it traces once per variant, and tracing (autograph's above
         # all) would otherwise cost more than all the epochs' measurements together.

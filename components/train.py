@@ -73,6 +73,9 @@ def fit_variant(
     batch_size = max(1, min(batch_size, n))
     run_epoch = _epoch_function(model, task, batch_size, n)
     validate = _eval_function(model, task)
+    x_val, y_val = data.x_val, data.y_val
+    if len(y_val):
+        x_val, y_val = tf.convert_to_tensor(x_val), tf.convert_to_tensor(y_val)  # once, not every epoch
     callbacks = callbacks or []
     for callback in callbacks:
         callback.set_model(model)
@@ -93,11 +96,12 @@ def fit_variant(
         if epoch == 0:
             result.compile_seconds = train_time  # tracing + compiling + the first epoch's updates
         record = {"loss": float(loss_sum) / n, METRICS[task]: float(metric_sum) / n}
-        record.update(_metric_names(task, _evaluate(validate, data.x_val, data.y_val), prefix="val_"))
-        noise = loss_noise(np.concatenate([previous, step_losses]))
+        record.update(_metric_names(task, _evaluate(validate, x_val, y_val), prefix="val_"))
+        recent = np.concatenate([previous, step_losses])
+        noise = loss_noise(recent)
         if math.isfinite(noise):
             record["loss_noise"] = noise
-        previous = np.concatenate([previous, step_losses])[-2:]
+        previous = recent[-2:]
         result.updates += len(step_losses)
         result.train_seconds += train_time
         record.update(epoch_train_seconds=train_time, updates=float(result.updates))
@@ -141,7 +145,7 @@ def _metric_names(task: str, sums: tuple[float, float] | None, prefix: str = "")
     return {f"{prefix}{METRICS[task]}": sums[1], f"{prefix}loss": sums[0]}  # the metric a person reads first
 
 
-def _evaluate(function: Callable, x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+def _evaluate(function: Callable, x: np.ndarray | tf.Tensor, y: np.ndarray | tf.Tensor) -> tuple[float, float] | None:
     if len(y) == 0:
         return None
     loss_sum, metric_sum = function(tf.convert_to_tensor(x), tf.convert_to_tensor(y))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-from components.data import Dataset, load_dataset
+from components.data import Dataset, frame_digest, load_dataset
 from components.preprocess import Preprocessor, fit_preprocessor
 from components.split import Split, split_dataset
 from components.train import Arrays
@@ -19,6 +20,12 @@ class Prepared:
     split: Split
     preprocessor: Preprocessor
     arrays: Arrays
+
+    @cached_property
+    def split_digest(self) -> str:
+        """A digest of the training rows (features and target): computed once, shared by every variant."""
+        train = self.split.train
+        return frame_digest(train.features.assign(__target__=train.target.to_numpy()))
 
 
 def prepare(cfg: Config) -> Prepared:

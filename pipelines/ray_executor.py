@@ -15,7 +15,7 @@ from components.errors import InputError
 from pipelines import tracking
 from pipelines.config import RayConfig
 from pipelines.prepare import Prepared
-from pipelines.workers import Job, run_job
+from pipelines.workers import Job, run_job, use_cores
 
 log = logging.getLogger("descent")
 INSTALL = "pip install -e '.[ray]'"
@@ -66,7 +66,7 @@ def run_ray(jobs: list[Job], settings: RayConfig, prepared: Prepared) -> Iterato
 def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any) -> dict:
     """One try at a job on a Ray worker; it first ends FAILED the runs of a try whose worker died."""
     os.environ["MLFLOW_TRACKING_URI"] = store  # the sweep's tracking server, whatever the node's environment says
-    _use_cores(cpus)
+    use_cores(max(1, math.ceil(cpus)))  # the CPUs Ray reserved for the task, not every core of the node
     for run in tracking.running(job.parent_run_id, job.name):
         tracking.mark_failed(run.info.run_id, f"{KILLED}; Ray retried it")
     return body(job, prepared)
@@ -95,24 +95,6 @@ def _connect(ray: Any, address: str | None) -> bool:
         ) from None
     log.info("Ray cluster: %s CPUs, %s GPUs", *(ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")))
     return True
-
-
-_CORES: list[int] = []
-
-
-def _use_cores(cpus: float) -> None:
-    """TensorFlow on a worker uses the CPUs Ray reserved for the task, not every core of the node."""
-    if _CORES:
-        return
-    import tensorflow as tf
-
-    threads = max(1, math.ceil(cpus))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TensorFlow already ran in this worker; its thread pools are fixed
-        pass
-    _CORES.append(threads)
 
 
 def _import_ray() -> Any:

@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import pandas as pd
 
-from components.data import frame_digest
 from components.measure import GradientProbe
 from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
@@ -99,10 +98,9 @@ def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Conf
 
 def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
     """Tags that let scheduled and resumed runs find their own."""
-    split = prepared.split.train
     return {
         "descent.data_digest": prepared.dataset.digest,
-        "descent.split_digest": frame_digest(split.features.assign(__target__=split.target.to_numpy())),
+        "descent.split_digest": prepared.split_digest,
         "descent.config_digest": cfg.digest(),
         "descent.code_version": code_version(),
     }

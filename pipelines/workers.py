@@ -76,13 +76,21 @@ def run_local(jobs: list[Job], workers: int, prepared: Prepared) -> Iterator[dic
         pool.join()
 
 
-def _start_worker(threads: int) -> None:
-    """Set up a worker: its share of the cores, SIGTERM ending the open run, stop when the sweep dies."""
+def use_cores(threads: int) -> None:
+    """TensorFlow in this process uses `threads` cores (before it first runs; afterwards its pools are fixed)."""
     import tensorflow as tf
 
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this process
+        pass
+
+
+def _start_worker(threads: int) -> None:
+    """Set up a worker: its share of the cores, SIGTERM ending the open run, stop when the sweep dies."""
     # Two workers on two cores each using both would fight over them; split the cores instead.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    use_cores(threads)
     signal.signal(signal.SIGTERM, cli.terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
