@@ -1,6 +1,6 @@
 """The speed benchmark: descent's sweep side by side with its peers in one run; writes benchmarks/RESULTS.md.
 
-python -m benchmarks.run              # the default grid (28 variants x 20 epochs on digits), ~15 min
+python -m benchmarks.run              # the default grid (28 variants x 20 epochs on digits), ~30 min
 python -m benchmarks.run --smoke      # a 4-variant, 1-epoch version (the CI test), ~2 min
 """
 
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.common import GRID
+from benchmarks.tuned import tuning_section, tuning_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,13 +45,18 @@ def _json(stdout: str) -> dict:
     return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
 
 
-def descent_sweep(grid: dict, epochs: int, workers: int) -> dict:
-    """descent's own sweep, as a user runs it, tracked in a fresh sqlite store; wall time and test accuracy."""
+def descent_sweep(grid: dict, epochs: int, workers: int, tuning: str = "none") -> dict:
+    """descent's own sweep, as a user runs it, tracked in a fresh sqlite store; wall time and test accuracy.
+
+    `tuning`: tuning.method (none = each optimizer's configured learning rate, as the peers train).
+    """
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{tmp}/mlflow.db"
-        args = ["--data", "digits", "--epochs", str(epochs), "--fresh", "--overrides", f"sweep.workers={workers}"]
+        overrides = f"sweep.workers={workers} tuning.method={tuning}"
+        args = ["--data", "digits", "--epochs", str(epochs), "--fresh", "--overrides", overrides]
         args += ["--optimizers", ",".join(grid["optimizers"]), "--batch_sizes", ",".join(map(str, grid["batch_sizes"]))]
         seconds, _ = _python("pipelines.sweep", *args, env={"MLFLOW_TRACKING_URI": store}, cwd=Path(tmp))
         client = MlflowClient(store)
@@ -66,7 +72,15 @@ def descent_sweep(grid: dict, epochs: int, workers: int) -> dict:
             for size in (1, 32)
             if any(r.data.params["batch_size"] == str(size) for r in runs)
         }
-    return {"seconds": seconds, "test_accuracy": accuracy, "updates_per_second_in_sweep": in_sweep}
+        [parent] = client.search_runs([experiment], "tags.`descent.kind` = 'sweep'")
+        table = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv", tmp))
+        columns = ["variant", "status", "learning_rate", "final_val_accuracy", "trials", "tuning_seconds"]
+    return {
+        "seconds": seconds,
+        "test_accuracy": accuracy,
+        "updates_per_second_in_sweep": in_sweep,
+        "comparison": table[columns].to_dict("records"),  # best first
+    }
 
 
 def machine() -> dict:
@@ -98,6 +112,7 @@ def measure(smoke: bool) -> dict:
     large_args = ["--rows", "30000", "--epochs", "2"] if smoke else []
     stages = {
         "descent_2_workers": lambda: descent_sweep(grid, epochs, workers=2),
+        "descent_tuned": lambda: descent_sweep(grid, epochs, workers=2, tuning="grid"),
         "descent_1_worker": lambda: descent_sweep(grid, epochs, workers=1),
         "descent_untracked": lambda: _timed("benchmarks.untracked", *flags),
         "peer": lambda: _timed("benchmarks.peer", *flags, fresh_store=True),
@@ -181,6 +196,7 @@ def report(r: dict, command: str) -> str:
         f"| two workers on two cores >= 1.6x one worker | {scaling:.2f}x "
         f"({d1['seconds']:.0f} s vs {d2['seconds']:.0f} s) | {verdict(scaling >= 1.6)} |",
         *large_targets(r["large"], verdict),
+        *tuning_targets(r, verdict),
         "",
         "How each is measured: sweep times are wall seconds of `python -m pipelines.sweep` on a fresh sqlite store",
         "(store creation included), the peer's of `python -m benchmarks.peer`; throughputs are updates per second",
@@ -211,7 +227,7 @@ def report(r: dict, command: str) -> str:
             f"| {name} | {d2['test_accuracy'][name]:.4f} | {peer['test_accuracy'].get(name, float('nan')):.4f} | "
             + (f"{skl:.4f} | {skl_s:.2f} |" if skl is not None else "– | – |")
         )
-    lines += ["", *large_section(r["large"])]
+    lines += ["", *large_section(r["large"]), "", *tuning_section(r)]
     lines += ["", "## Raw figures", "", "```json", json.dumps(r, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
 

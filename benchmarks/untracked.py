@@ -38,7 +38,7 @@ def main() -> None:
         probe = _gradient_probe(cfg, prepared)
         probe.on_measure = lambda epoch, record: None
         size = batch_regime(v.batch_size, n).batch_size
-        fit_variant(model, prepared.arrays, size, args.epochs, callbacks=[probe], seed=0)
+        fit_variant(model, prepared.arrays, size, args.epochs, callbacks=[probe], seed=0, sample=prepared.sample)
         scores = evaluate(model, pre.transform(test.features), pre.encode_target(test.target))
         accuracy[v.name(n)] = float(np.float64(scores["accuracy"]))
     print(json.dumps({"seconds": time.perf_counter() - started, "test_accuracy": accuracy}))

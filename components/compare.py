@@ -11,6 +11,8 @@ import pandas as pd
 
 from components.claims import claims_markdown, claims_table
 from components.report import markdown_table
+from components.trajectory import first_reach, loss_rises, recent_drop, roughness
+from components.tuning_report import inclusion_lines, slope_lines, tuning_lines
 
 # The validation metric that ranks variants, and whether higher is better, by task.
 RANKING = {"classification": ("val_accuracy", True), "regression": ("val_mae", False)}
@@ -29,6 +31,8 @@ class VariantRecord:
     diverged: bool = False
     error: str = ""
     group: str = ""  # the variant without its seed (adam-bs32 for adam-bs32-seed1); the name when empty
+    checks: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per validation check (trajectory.py)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def target_value(records: list[VariantRecord], task: str, target: float | None, fraction: float) -> float | None:
@@ -43,16 +47,27 @@ def target_value(records: list[VariantRecord], task: str, target: float | None, 
     return fraction * max(finals) if higher else min(finals) / fraction
 
 
-def comparison_table(records: list[VariantRecord], task: str, target: float | None) -> pd.DataFrame:
-    """One row per variant, best first (ranked on the final validation metric, never on test)."""
+def comparison_table(
+    records: list[VariantRecord], task: str, target: float | None, collapse_threshold: float | None = 0.1
+) -> pd.DataFrame:
+    """One row per variant, best first (ranked on the final validation metric, never on test).
+
+    A finished variant whose validation score closes less than `collapse_threshold` of the way from
+    chance (or the training mean) to perfect learned nothing: it is `collapsed` (never, with None).
+    """
     key, higher = RANKING[task]
-    test_key = "test_" + key.removeprefix("val_")
+    metric = key.removeprefix("val_")
     rows = []
     for r in records:
-        h = r.history
+        h, f = r.history, r.final
         values = h[key] if key in h else pd.Series(dtype=float)
         best_at = (values.idxmax() if higher else values.idxmin()) if values.notna().any() else None
-        reached = _first_reach(h, key, higher, target)
+        reached = first_reach(r.checks, key, higher, target) or _first_reach(h, key, higher, target)
+        final_val = values.iloc[-1] if len(values) else np.nan
+        skill = _skill(task, final_val, _last(h, "val_loss"), f)
+        status = "diverged" if r.diverged else r.status.lower()
+        if status == "finished" and collapse_threshold is not None and skill < collapse_threshold:
+            status = "collapsed"
         rows.append(
             {
                 "variant": r.name,
@@ -61,62 +76,77 @@ def comparison_table(records: list[VariantRecord], task: str, target: float | No
                 "optimizer": r.params.get("optimizer"),
                 "batch_size": _int(r.params.get("batch_size")),
                 "regime": r.params.get("regime"),
-                "status": "diverged" if r.diverged else r.status.lower(),
-                f"final_{key}": values.iloc[-1] if len(values) else np.nan,
+                "status": status,
+                "learning_rate": _float(r.params.get("learning_rate")),
+                "lr_chosen_by": r.tags.get("descent.lr_chosen_by", "config"),
+                "lr_at_edge": r.tags.get("descent.lr_at_edge") == "true",
+                "trials": f.get("tuning_trials", 0.0),
+                "tuning_seconds": f.get("tuning_seconds", 0.0),
+                f"final_{key}": final_val,
                 f"best_{key}": values.loc[best_at] if best_at is not None else np.nan,
                 "best_epoch": int(h.loc[best_at, "epoch"]) if best_at is not None else np.nan,
-                test_key: r.final.get(test_key, np.nan),
-                "train_seconds": r.final.get("train_seconds", np.nan),
-                "updates": r.final.get("total_updates", np.nan),
+                "val_skill": skill,
+                _test(key): f.get(_test(key), np.nan),
+                f"final_train_{metric}": f.get(f"final_train_{metric}", np.nan),
+                "final_train_loss": f.get("final_train_loss", np.nan),
+                "final_val_loss": _last(h, "val_loss"),
+                "generalization_gap": _gap(f, metric, higher),
+                "loss_gap": _last(h, "val_loss") - f.get("final_train_loss", np.nan),
+                "train_seconds": f.get("train_seconds", np.nan),
+                "updates": f.get("total_updates", np.nan),
                 "epochs_to_target": reached.get("epoch", np.nan),
                 "updates_to_target": reached.get("updates", np.nan),
                 "seconds_to_target": reached.get("seconds", np.nan),
-                "train_peak_memory_mb": r.final.get("train_peak_memory_mb", np.nan),
-                "samples_per_second": r.final.get("samples_per_second", np.nan),
+                "train_peak_memory_mb": f.get("train_peak_memory_mb", np.nan),
+                "samples_per_second": f.get("samples_per_second", np.nan),
                 "loss_noise": float(h["loss_noise"].median()) if "loss_noise" in h else np.nan,
-                "process_peak_memory_mb": r.final.get("process_peak_memory_mb", np.nan),
+                "train_loss_rises": loss_rises(r.checks),
+                "train_loss_roughness": roughness(r.checks),
+                "train_loss_recent_drop": recent_drop(r.checks),
+                "sharpness_top_eigenvalue": f.get("sharpness_top_eigenvalue", np.nan),
+                "sharpness_epsilon": f.get("sharpness_epsilon", np.nan),
+                "process_peak_memory_mb": f.get("process_peak_memory_mb", np.nan),
                 "noise_scale": _last(h, "noise_scale"),
+                "val_rows": _int(r.params.get("val_rows")),
+                "test_rows": _int(r.params.get("test_rows")),
                 "diverged": r.diverged,
                 "run_id": r.run_id,
             }
         )
     table = pd.DataFrame(rows)
-    # Failed, diverged and unvalidated (split.validation=0) variants rank last.
+    # Collapsed, failed, diverged and unvalidated (split.validation=0) variants rank last.
     score = table[f"final_{key}"] * (-1 if higher else 1)
     table["_rank"] = np.where((table["status"] == "finished") & score.notna(), score, np.inf)
     return table.sort_values(["_rank", "train_seconds"]).drop(columns="_rank").reset_index(drop=True)
 
 
+def _skill(task: str, final_val: float, val_loss: float, final: dict[str, float]) -> float:
+    """How far the final validation score got from chance (or the training mean, for regression) to perfect."""
+    if task == "classification":
+        chance = final.get("baseline_val_accuracy", np.nan)
+        return (final_val - chance) / (1 - chance) if chance < 1 else np.nan
+    baseline = final.get("baseline_val_loss", np.nan)
+    return 1 - val_loss / baseline if baseline > 0 else np.nan  # validation R^2 against the training mean
+
+
+def _gap(final: dict[str, float], metric: str, higher: bool) -> float:
+    """How much worse the final weights score on test than on training rows (positive = worse on unseen rows)."""
+    train, test = final.get(f"final_train_{metric}", np.nan), final.get(f"test_{metric}", np.nan)
+    return train - test if higher else test - train
+
+
 def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title: str) -> str:
-    """A short summary: the best variant, the fastest to the target, the diverged and failed ones."""
+    """A short summary: the best variant, the fastest to the target, how the learning rates were chosen, the
+    claims of the study notes, and the collapsed, diverged and failed variants."""
     key, higher = RANKING[task]
     finished = table[table["status"] == "finished"]
-    lines = [f"# {title}", ""]
-    if finished.empty:
-        lines.append("No variant finished: see the failed and diverged runs below.")
-    else:
-        best = finished.iloc[0]
-        lines.append(
-            f"**Best variant: {best['variant']}** — final {key} {best[f'final_{key}']:.4f} "
-            f"({'higher' if higher else 'lower'} is better), test {best[_test(key)]:.4f}, "
-            f"{best['train_seconds']:.1f} s, {best['updates']:.0f} updates."
-        )
-        if target is not None:
-            fastest = finished.dropna(subset=["seconds_to_target"]).sort_values("seconds_to_target")
-            if fastest.empty:
-                lines.append(f"\nNo variant reached the target {key} {target:.4f}.")
-            else:
-                f = fastest.iloc[0]
-                lines.append(
-                    f"\n**Fastest to the target** ({key} {target:.4f}): {f['variant']} in "
-                    f"{f['seconds_to_target']:.1f} s, {_count(f['epochs_to_target'], 'epoch')}, "
-                    f"{_count(f['updates_to_target'], 'update')}."
-                )
+    seeds = seed_table(table, task)
+    lines = [f"# {title}", ""] + _headline(table, task, target, seeds)
+    lines += tuning_lines(table)
     if "noise_scale" in table:
         note = noise_scale_note(table)
         if note:
             lines.append(note)
-    seeds = seed_table(table, task)
     if seeds is not None:
         lines += [
             "",
@@ -128,15 +158,60 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
             "\n**One seed per variant**: a lead smaller than the spread between seeds cannot be told from luck. "
             "Run with `sweep.seeds: [0, 1, 2]` to measure that spread and get a verdict on the best variant."
         )
+    spread = seeds.set_index("variant")[f"sd_{key}"] if seeds is not None else None
+    lines += slope_lines(table) + inclusion_lines(table, key, higher, spread)
     claims = claims_table(table, _test(key), higher)
     lines += ["", "**The study notes' claims, measured on this data** (median over each regime's finished variants):"]
     lines += ["", claims_markdown(claims)]
-    for status, word in (("diverged", "Diverged (loss became NaN or infinite)"), ("failed", "Failed")):
+    for status, word in (
+        ("collapsed", "Collapsed (finished but learned nothing: validation score near chance)"),
+        ("diverged", "Diverged (loss became NaN or infinite)"),
+        ("failed", "Failed"),
+    ):
         names = table.loc[table["status"] == status, "variant"].tolist()
         lines.append(f"\n{word}: {', '.join(names) if names else 'none'}.")
-    shown = ["variant", f"final_{key}", _test(key), "train_seconds", "updates", "seconds_to_target", "status"]
-    lines += ["", markdown_table(table, shown)]
+    shown = ["variant", "learning_rate", f"final_{key}", _test(key), "train_seconds", "updates", "seconds_to_target"]
+    lines += ["", markdown_table(table, [*shown, "status"])]
     return "\n".join(lines) + "\n"
+
+
+def _headline(table: pd.DataFrame, task: str, target: float | None, seeds: pd.DataFrame | None) -> list[str]:
+    """The best variant and the fastest to the target: by their mean over seeds when there are seeds."""
+    key, higher = RANKING[task]
+    finished = table[table["status"] == "finished"]
+    if finished.empty:
+        return ["No variant finished with a score above chance: see the collapsed, failed and diverged runs below."]
+    by = finished.groupby("group", sort=False)
+    means = by[[f"final_{key}", _test(key), "train_seconds", "updates", "learning_rate"]].mean()
+    n = by["seed"].nunique()
+    if seeds is not None:
+        group = seeds.iloc[0]["variant"]
+        about = f"mean over {n[group]} seeds"
+    else:
+        group = finished.iloc[0]["group"]
+        about = "one seed"
+    best = means.loc[group]
+    lines = [
+        f"**Best variant: {group}** ({about}) — final {key} {best[f'final_{key}']:.4f} "
+        f"({'higher' if higher else 'lower'} is better), test {best[_test(key)]:.4f}, learning rate "
+        f"{best['learning_rate']:.3g}, {best['train_seconds']:.3g} s, {best['updates']:.0f} updates."
+    ]
+    if target is None:
+        return lines
+    # A variant reaches the target when every one of its seeds does; its time is their mean.
+    reach = table[table["status"].isin(["finished", "collapsed", "diverged"])].groupby("group", sort=False)
+    timed = reach[["seconds_to_target", "epochs_to_target", "updates_to_target"]].mean()
+    timed = timed[reach["seconds_to_target"].apply(lambda s: s.notna().all())].sort_values("seconds_to_target")
+    if timed.empty:
+        return [*lines, f"\nNo variant reached the target {key} {target:.4f}."]
+    fastest, f = timed.index[0], timed.iloc[0]
+    over = ", mean over seeds" if seeds is not None else ""
+    return [
+        *lines,
+        f"\n**Fastest to the target** ({key} {target:.4f}; seconds of training{over}): {fastest} in "
+        f"{f['seconds_to_target']:.3g} s, {_count(f['epochs_to_target'], 'epoch')}, "
+        f"{_count(f['updates_to_target'], 'update')}.",
+    ]
 
 
 def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
@@ -274,6 +349,13 @@ def _first_reach(h: pd.DataFrame, key: str, higher: bool, target: float | None) 
     return {"epoch": int(row["epoch"]), "updates": float(row["updates"]), "seconds": float(row["seconds"])}
 
 
+def _float(value: str | None) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return np.nan
+
+
 def _last(h: pd.DataFrame, key: str) -> float:
     values = h[key].dropna() if key in h else pd.Series(dtype=float)
     return float(values.iloc[-1]) if len(values) else np.nan
@@ -316,7 +398,7 @@ def _int(value: str | None) -> int:
 
 
 def _count(n: float, word: str) -> str:
-    return f"{n:.0f} {word}{'' if n == 1 else 's'}"
+    return f"{n:.3g} {word}{'' if n == 1 else 's'}"
 
 
 def _save(fig: object, path: Path) -> Path:

@@ -1,15 +1,15 @@
 """Compile and fit one variant: the Keras workflow of loss, optimizer and metrics, then training.
 
-Training runs one compiled TensorFlow call per epoch (a `tf.function` looping over all of the epoch's
-updates), so batch size 1 pays no Python overhead per update. Every update's loss is kept, which is
-how the loss noise of stochastic and mini-batch descent is measured.
+Training runs compiled TensorFlow calls that each loop over many updates (an epoch, or the stretch
+between two validation checks), so batch size 1 pays no Python overhead per update; one compiled model
+trains every learning rate a variant tries. Every update's loss is kept, which is how the loss noise
+of stochastic and mini-batch descent is measured.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,10 +17,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from components.graphs import (
+    eval_function,
+    evaluate_sums,
+    memory_device,
+    peak_memory,
+    reset_memory,
+    restore,
+    snapshot,
+    steps_function,
+)
+
 # The task's loss and the metric a person reads, by task.
 LOSSES = {"classification": "sparse_categorical_crossentropy", "regression": "mean_squared_error"}
 METRICS = {"classification": "accuracy", "regression": "mae"}
-EVAL_CHUNK = 8192  # rows per step when validating or testing: bounds memory on large data
 
 
 @dataclass(frozen=True)
@@ -35,14 +45,21 @@ class Arrays:
 
 @dataclass
 class FitResult:
-    """Per-epoch history and totals of one fit."""
+    """One training run (one learning rate) of a model: per-epoch history, validation checks and totals."""
 
     history: list[dict[str, float]] = field(default_factory=list)
+    checks: list[dict[str, float]] = field(default_factory=list)  # after 2^k updates and every epoch's end
     diverged: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the updates alone: no validation, measurement or compilation
     updates: int = 0
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # tracing and compiling, once per model, before the first update
     peak_memory_mb: float = float("nan")
+    learning_rate: float = float("nan")
+    tail: np.ndarray = field(default_factory=lambda: np.array([np.nan, np.nan]), repr=False)  # last 2 losses
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, task: str) -> keras.Model:
@@ -59,62 +76,173 @@ def fit_variant(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     seed: int = 0,
+    sample: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
-    """Train a compiled model for `epochs` passes, recording each epoch; stop early once the loss is not finite.
+    """Train a compiled model for `epochs` passes at its optimizer's learning rate (see Trainer)."""
+    trainer = Trainer(model, data, batch_size, callbacks=callbacks, seed=seed, sample=sample)
+    return trainer.train(trainer.start(), epochs, on_epoch)
 
-    Each epoch visits the training rows in a new order drawn from `seed`. Per epoch it records the loss
-    and metric on the training rows (averaged over the epoch's updates, as Keras' fit reports them) and
-    on the validation rows, the epoch's seconds, the updates so far, and `loss_noise` (see loss_noise).
+
+class Trainer:
+    """A compiled model that trains any number of runs from the same initial weights, one learning rate each.
+
+    The epoch function is traced once, whatever the number of runs: a run is the model's and optimizer's
+    variables, swapped in when it trains on. Every run visits the rows in the same order (drawn per epoch
+    from `seed`), so runs differ only in their learning rate. Per epoch a run records the loss and metric
+    on the training rows (averaged over the epoch's updates, as Keras' fit reports them) and on the
+    validation rows, the epoch's seconds, the updates so far and `loss_noise`; it checks the validation
+    rows (and `sample`, a fixed sample of training rows) after 2^k updates and at every epoch's end.
     """
-    task = _task(model)
-    weights = model.trainable_variables
-    x, y = tf.convert_to_tensor(data.x_train), tf.convert_to_tensor(data.y_train)
-    n = len(data.y_train)
-    batch_size = max(1, min(batch_size, n))
-    run_epoch = _epoch_function(model, task, batch_size, n)
-    validate = _eval_function(model, task)
-    x_val, y_val = data.x_val, data.y_val
-    if len(y_val):
-        x_val, y_val = tf.convert_to_tensor(x_val), tf.convert_to_tensor(y_val)  # once, not every epoch
-    callbacks = callbacks or []
-    for callback in callbacks:
-        callback.set_model(model)
-    rng = np.random.default_rng(seed)
-    result, previous = FitResult(), np.array([np.nan, np.nan])  # the last two updates' losses so far
-    model.optimizer.build(weights)  # its state exists before the first epoch: not counted as training memory
-    device = _memory_device()
-    for epoch in range(epochs):
-        for callback in callbacks:
-            callback.on_epoch_begin(epoch)
-        order = tf.convert_to_tensor(rng.permutation(n).astype(np.int32))
-        base = _reset_memory(device)
+
+    def __init__(
+        self,
+        model: keras.Model,
+        data: Arrays,
+        batch_size: int,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        seed: int = 0,
+        sample: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self.model, self.task, self.seed = model, _task(model), seed
+        self.x, self.y = tf.convert_to_tensor(data.x_train), tf.convert_to_tensor(data.y_train)
+        self.n = len(data.y_train)
+        self.batch_size = max(1, min(batch_size, self.n))
+        self.steps = math.ceil(self.n / self.batch_size)
+        self.val = _tensors(data.x_val, data.y_val)  # once, not every epoch
+        self.sample = _tensors(*sample) if sample is not None else None
+        self.callbacks = callbacks or []
+        for callback in self.callbacks:
+            callback.set_model(model)
+        self.run_steps = steps_function(model, self.task, self.batch_size)
+        self.validate = eval_function(model, self.task)
+        model.optimizer.build(model.trainable_variables)  # its state exists before training: not training memory
+        self.initial = snapshot(model)
+        self.device = memory_device()
+        self.current: FitResult | None = None
+        self.states: dict[int, list[np.ndarray]] = {}
         started = time.perf_counter()
-        losses, loss_sum, metric_sum = run_epoch(x, y, order)
-        step_losses = losses.numpy()  # waits for the epoch to finish
-        train_time = time.perf_counter() - started
-        result.peak_memory_mb = float(np.fmax(result.peak_memory_mb, _peak_memory(device, base)))
-        if epoch == 0:
-            result.compile_seconds = train_time  # tracing + compiling + the first epoch's updates
-        record = {"loss": float(loss_sum) / n, METRICS[task]: float(metric_sum) / n}
-        record.update(_metric_names(task, _evaluate(validate, x_val, y_val), prefix="val_"))
-        recent = np.concatenate([previous, step_losses])
+        self._segment(tf.zeros([self.n], tf.int32), 0, 0)  # trace and compile now, without an update
+        self._check(FitResult())
+        self.compile_seconds = time.perf_counter() - started
+
+    def start(self, learning_rate: float | None = None) -> FitResult:
+        """A new run from the initial weights and a fresh optimizer, at `learning_rate` (default: the optimizer's)."""
+        lr = float(self.model.optimizer.learning_rate) if learning_rate is None else learning_rate
+        run = FitResult(compile_seconds=self.compile_seconds, learning_rate=lr)
+        self.states[id(run)] = [*self.initial[:-1], np.asarray(lr, dtype=self.initial[-1].dtype)]
+        return run
+
+    def train(
+        self, run: FitResult, epochs: int, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    ) -> FitResult:
+        """Train `run` on until it has `epochs` epochs, or until its loss is no longer finite."""
+        self._switch(run)
+        while run.epochs < epochs and not run.diverged:
+            self._epoch(run, on_epoch)
+        return run
+
+    def range_test(self, rates: np.ndarray) -> np.ndarray:
+        """The loss of each of len(rates) updates from the initial weights, the learning rate set anew each update."""
+        run = self.start()
+        self._switch(run)
+        losses = []
+        for i, lr in enumerate(rates):
+            self.model.optimizer.learning_rate.assign(float(lr))
+            epoch, step = divmod(i, self.steps)
+            losses.append(float(self._segment(self._order(epoch), step, step + 1)[0][0]))
+            if not math.isfinite(losses[-1]):
+                break
+        self.current = None
+        self.states.pop(id(run), None)
+        return np.array(losses + [math.nan] * (len(rates) - len(losses)))
+
+    def use(self, run: FitResult) -> None:
+        """Put `run`'s weights in the model (to evaluate or save it)."""
+        self._switch(run)
+
+    def release(self, run: FitResult) -> None:
+        """Forget a run's weights (it will not train on)."""
+        self.states.pop(id(run), None)
+        if self.current is run:
+            self.current = None
+
+    def _switch(self, run: FitResult) -> None:
+        if self.current is run:
+            return
+        if self.current is not None and id(self.current) in self.states:
+            self.states[id(self.current)] = snapshot(self.model)
+        restore(self.model, self.states[id(run)])
+        self.current = run
+
+    def _order(self, epoch: int) -> tf.Tensor:
+        rng = np.random.default_rng([self.seed, epoch])
+        return tf.convert_to_tensor(rng.permutation(self.n).astype(np.int32))
+
+    def _segment(self, order: tf.Tensor, start: int, stop: int) -> tuple[tf.Tensor, float, float, float, float]:
+        """Updates start..stop-1 of an epoch: (their losses, loss sum, metric sum, seconds, peak memory MiB)."""
+        base = reset_memory(self.device)
+        started = time.perf_counter()
+        losses, loss_sum, metric_sum = self.run_steps(self.x, self.y, order, tf.constant(start), tf.constant(stop))
+        losses = losses.numpy()  # waits for the updates to finish
+        seconds = time.perf_counter() - started
+        return losses, float(loss_sum), float(metric_sum), seconds, peak_memory(self.device, base)
+
+    def _epoch(self, run: FitResult, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+        epoch = run.epochs
+        for callback in self.callbacks:
+            callback.on_epoch_begin(epoch)
+        order, started = self._order(epoch), time.perf_counter()
+        parts, train_time, loss_sum, metric_sum, previous = [], 0.0, 0.0, 0.0, 0
+        for stop in check_stops(run.updates, self.steps):
+            losses, loss_part, metric_part, seconds, peak = self._segment(order, previous, stop)
+            previous, train_time = stop, train_time + seconds
+            parts.append(losses)
+            loss_sum, metric_sum = loss_sum + loss_part, metric_sum + metric_part
+            run.updates += len(losses)
+            run.train_seconds += seconds
+            run.peak_memory_mb = float(np.fmax(run.peak_memory_mb, peak))
+            check = self._check(run, epoch + stop / self.steps)
+            if not np.all(np.isfinite(losses)):
+                run.diverged = True
+                break
+        step_losses = np.concatenate(parts)
+        record = {"loss": loss_sum / self.n, METRICS[self.task]: metric_sum / self.n}
+        record.update({k: v for k, v in check.items() if k.startswith("val_")})
+        recent = np.concatenate([run.tail, step_losses])
         noise = loss_noise(recent)
         if math.isfinite(noise):
             record["loss_noise"] = noise
-        previous = recent[-2:]
-        result.updates += len(step_losses)
-        result.train_seconds += train_time
-        record.update(epoch_train_seconds=train_time, updates=float(result.updates))
-        for callback in callbacks:
+        record.update(epoch_train_seconds=train_time, updates=float(run.updates))
+        for callback in self.callbacks:
             callback.on_epoch_end(epoch, record)
         record["epoch_seconds"] = time.perf_counter() - started
-        result.history.append(record)
+        if not math.isfinite(record["loss"]):
+            run.diverged = True
         if on_epoch is not None:
-            on_epoch(epoch + 1, record)
-        if not math.isfinite(record["loss"]) or not np.all(np.isfinite(step_losses)):
-            result.diverged = True
-            break
-    return result
+            on_epoch(epoch + 1, dict(record))
+        run.tail = recent[-2:]
+        run.history.append(record)
+
+    def _check(self, run: FitResult, epoch: float = 0.0) -> dict[str, float]:
+        """Validation (and training-sample) loss and metric after run.updates updates."""
+        check = {"updates": float(run.updates), "epoch": epoch, "train_seconds": run.train_seconds}
+        for prefix, rows in (("val_", self.val), ("train_", self.sample)):
+            if rows is not None:
+                check.update(_metric_names(self.task, evaluate_sums(self.validate, *rows), prefix=prefix))
+        if run.updates:
+            run.checks.append(check)
+        return check
+
+
+def check_stops(done: int, steps: int) -> list[int]:
+    """Where an epoch's updates pause for a validation check: after 2^k updates in all, and at the epoch's end.
+
+    `done` updates came before this epoch of `steps` updates. Small batches get many updates per epoch;
+    checking at powers of two counts their updates to a target to within a factor of two, at a cost of
+    about log2(total updates) extra checks.
+    """
+    stops = [2**k - done for k in range(max(0, done).bit_length(), (done + steps).bit_length()) if 2**k > done]
+    return sorted({s for s in stops if 0 < s < steps} | {steps})
 
 
 def loss_noise(losses: np.ndarray) -> float:
@@ -132,7 +260,11 @@ def loss_noise(losses: np.ndarray) -> float:
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Loss and task metric on held-out rows."""
     task = _task(model)
-    return _metric_names(task, _evaluate(_eval_function(model, task), x, y))
+    return _metric_names(task, evaluate_sums(eval_function(model, task), x, y))
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor] | None:
+    return (tf.convert_to_tensor(x), tf.convert_to_tensor(y)) if len(y) else None
 
 
 def _task(model: keras.Model) -> str:
@@ -143,112 +275,3 @@ def _metric_names(task: str, sums: tuple[float, float] | None, prefix: str = "")
     if sums is None:
         return {}
     return {f"{prefix}{METRICS[task]}": sums[1], f"{prefix}loss": sums[0]}  # the metric a person reads first
-
-
-def _evaluate(function: Callable, x: np.ndarray | tf.Tensor, y: np.ndarray | tf.Tensor) -> tuple[float, float] | None:
-    if len(y) == 0:
-        return None
-    loss_sum, metric_sum = function(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
-    return float(loss_sum) / len(y), float(metric_sum) / len(y)
-
-
-def _row_scores(task: str, loss: Callable, y: tf.Tensor, predicted: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-row loss and per-row metric (1/0 for a right/wrong class, or the absolute error)."""
-    if task == "classification":
-        hit = tf.equal(tf.argmax(predicted, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
-        return loss(y, predicted), tf.cast(hit, tf.float32)
-    flat = tf.reshape(predicted, [-1])  # one output unit: (rows, 1) -> (rows,), like the target
-    return loss(y, flat), tf.abs(tf.cast(y, flat.dtype) - flat)
-
-
-def _epoch_function(model: keras.Model, task: str, batch_size: int, n: int) -> Callable:
-    """One compiled call: every update of an epoch, rows taken in the given order."""
-    loss = keras.losses.get(model.loss)
-    optimizer, steps = model.optimizer, math.ceil(n / batch_size)
-    weights = model.trainable_variables
-
-    # autograph=False and an explicit while loop: tracing is paid once per variant, and autograph's
-    # conversion of every Keras call inside the loop would make it several times slower.
-    @tf.function(autograph=False)
-    def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        def update(step: tf.Tensor, losses: tf.TensorArray, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
-            rows = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = tf.gather(x, rows), tf.gather(y, rows)
-            with tf.GradientTape() as tape:
-                predicted = model(xb, training=True)
-                row_loss, row_metric = _row_scores(task, loss, yb, predicted)
-                value = tf.reduce_mean(row_loss)
-                if model.losses:  # weight penalties, when a layer has a regularizer
-                    value += tf.add_n(model.losses)
-            optimizer.apply_gradients(zip(tape.gradient(value, weights), weights, strict=True))
-            return (
-                step + 1,
-                losses.write(step, tf.cast(value, tf.float32)),
-                loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
-                metric_sum + tf.reduce_sum(row_metric),
-            )
-
-        start = (tf.constant(0), tf.TensorArray(tf.float32, size=steps), tf.constant(0.0), tf.constant(0.0))
-        # parallel_iterations=1: one update at a time, as the maths says (and as memory is measured)
-        _, losses, loss_sum, metric_sum = tf.while_loop(
-            lambda step, *_: step < steps, update, start, parallel_iterations=1
-        )
-        return losses.stack(), loss_sum, metric_sum
-
-    return run_epoch
-
-
-def _eval_function(model: keras.Model, task: str) -> Callable:
-    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time (one per model)."""
-    if model in _EVAL:
-        return _EVAL[model]
-    loss = keras.losses.get(model.loss)
-    spec = [
-        tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32),
-        tf.TensorSpec([None], tf.int32 if task == "classification" else tf.float32),
-    ]
-
-    @tf.function(autograph=False, input_signature=spec)  # any number of rows: traced once
-    def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        def add(start: tf.Tensor, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
-            xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-            row_loss, row_metric = _row_scores(task, loss, yb, model(xb, training=False))
-            return (
-                start + EVAL_CHUNK,
-                loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
-                metric_sum + tf.reduce_sum(row_metric),
-            )
-
-        n = tf.shape(y)[0]
-        _, loss_sum, metric_sum = tf.while_loop(
-            lambda start, *_: start < n, add, (tf.constant(0), tf.constant(0.0), tf.constant(0.0))
-        )
-        return loss_sum, metric_sum
-
-    _EVAL[model] = run
-    return run
-
-
-_EVAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _memory_device() -> str:
-    """The device whose allocator TensorFlow trains on: the first GPU when there is one."""
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name.removeprefix("/device:") if gpus else "CPU:0"
-
-
-def _reset_memory(device: str) -> float:
-    try:
-        tf.config.experimental.reset_memory_stats(device)
-        return float(tf.config.experimental.get_memory_info(device)["current"])
-    except (ValueError, RuntimeError):  # an allocator that keeps no statistics
-        return float("nan")
-
-
-def _peak_memory(device: str, base: float) -> float:
-    """MiB the allocator held at its peak during an epoch's updates, above what it held before (weights, data)."""
-    try:
-        return (tf.config.experimental.get_memory_info(device)["peak"] - base) / 2**20
-    except (ValueError, RuntimeError):
-        return float("nan")

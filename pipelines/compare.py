@@ -25,6 +25,9 @@ EPOCH_KEYS = [
     "noise_scale",
     "loss_noise",
 ]
+# The validation checks (after 2^k updates and every epoch's end), logged with step = updates.
+CHECK_KEYS = ["epoch", "train_seconds", "val_loss", "val_accuracy", "val_mae", "train_loss", "train_accuracy"]
+CHECK_KEYS += ["train_mae"]
 
 
 def compare(parent: Any) -> dict:
@@ -40,7 +43,8 @@ def compare(parent: Any) -> dict:
     target = target_value(
         records, task, None if target == "None" else float(target), float(params["sweep.target_fraction"])
     )
-    table = comparison_table(records, task, target)
+    threshold = params.get("sweep.collapse_threshold", "0.1")
+    table = comparison_table(records, task, target, None if threshold == "None" else float(threshold))
     title = f"Sweep {tags.get('mlflow.runName', parent.info.run_id)}: {len(records)} variants"
     summary = summary_markdown(table, task, target, title)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,6 +85,8 @@ def record_of(run: Any) -> VariantRecord:
     history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
     if "epoch_seconds" in history:
         history["seconds"] = history["epoch_seconds"].cumsum()
+    checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
+    checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
     tags = run.data.tags
     return VariantRecord(
         name=run.info.run_name,
@@ -92,6 +98,8 @@ def record_of(run: Any) -> VariantRecord:
         diverged=tags.get("descent.diverged") == "true",
         error=tags.get("descent.error", ""),
         group=tags.get("descent.variant", ""),
+        checks=checks,
+        tags=tags,
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import InputError
 from components.sweep import ALIASES
@@ -66,11 +66,37 @@ class MeasureConfig(_Strict):
     probe_rows: Annotated[int, Field(gt=1)]
 
 
+class TuningConfig(_Strict):
+    method: Literal["none", "grid", "range_test", "scaled"]
+    grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
+    extensions: Annotated[int, Field(ge=0)]
+    halving_rate: Annotated[int, Field(ge=2)]
+    rungs: Annotated[int, Field(ge=1)]
+    range_start: Annotated[float, Field(gt=0)]
+    range_stop: Annotated[float, Field(gt=0)]
+    range_updates: Annotated[int, Field(ge=3)]
+    scaling: Literal["linear", "sqrt"]
+    reference_batch_size: Annotated[int, Field(gt=0)] | Literal["full"]
+    reference: Literal["config", "grid"]
+
+    @field_validator("reference_batch_size", mode="before")
+    @classmethod
+    def _seed_words(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _range(self) -> TuningConfig:
+        if self.range_stop <= self.range_start:
+            raise ValueError(f"range_stop {self.range_stop} must be above range_start {self.range_start}")
+        return self
+
+
 class SweepConfig(_Strict):
     optimizers: list[str]
     batch_sizes: list[Annotated[int, Field(gt=0)] | str]
     target: float | None
     target_fraction: Annotated[float, Field(gt=0, le=1)]
+    collapse_threshold: Annotated[float, Field(ge=0, lt=1)] | None
     seeds: list[Annotated[int, Field(ge=0)]] | None
     workers: Annotated[int, Field(gt=0)] | Literal["auto"]
     executor: Literal["local", "ray"]
@@ -98,6 +124,7 @@ class Config(_Strict):
     model: ModelConfig
     training: TrainingConfig
     measure: MeasureConfig
+    tuning: TuningConfig
     sweep: SweepConfig
     ray: RayConfig
     schedule: ScheduleConfig

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from components.data import Dataset, frame_digest, load_dataset
 from components.preprocess import Preprocessor, fit_preprocessor
 from components.split import Split, split_dataset
@@ -20,12 +22,34 @@ class Prepared:
     split: Split
     preprocessor: Preprocessor
     arrays: Arrays
+    seed: int = 0  # split.seed: draws the fixed training sample
+    probe_rows: int = 4096
 
     @cached_property
     def split_digest(self) -> str:
         """A digest of the training rows (features and target): computed once, shared by every variant."""
         train = self.split.train
         return frame_digest(train.features.assign(__target__=train.target.to_numpy()))
+
+    @cached_property
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed sample of training rows (measure.probe_rows, drawn with split.seed), the same for every variant.
+
+        The gradient probe, the training-loss checks and the final training score are measured on it.
+        """
+        rows = np.random.default_rng(self.seed).permutation(len(self.arrays.y_train))[: self.probe_rows]
+        return self.arrays.x_train[np.sort(rows)], self.arrays.y_train[np.sort(rows)]
+
+    @cached_property
+    def baseline(self) -> dict[str, float]:
+        """What predicting without learning scores on the validation rows: the training rows' most common class
+        (its share is chance accuracy), or their mean target (its mean squared error, in the target's units)."""
+        train, val = self.split.train.target, self.split.validation.target
+        if not len(val):
+            return {}
+        if self.split.task == "classification":
+            return {"baseline_val_accuracy": float((val == train.mode().iloc[0]).mean())}
+        return {"baseline_val_loss": float(((val.to_numpy(float) - train.to_numpy(float).mean()) ** 2).mean())}
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -39,4 +63,4 @@ def prepare(cfg: Config) -> Prepared:
         pre.transform(split.validation.features),
         pre.encode_target(split.validation.target),
     )
-    return Prepared(ds, split, pre, arrays)
+    return Prepared(ds, split, pre, arrays, cfg.split.seed, cfg.measure.probe_rows)

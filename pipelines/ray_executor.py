@@ -33,42 +33,53 @@ def check_ray() -> None:
         )
 
 
-def run_ray(jobs: list[Job], settings: RayConfig, prepared: Prepared) -> Iterator[dict]:
-    """Outcomes as tasks finish; a task whose worker dies is rerun, at most `settings.max_retries` times."""
-    if not jobs:
-        return
-    ray = _import_ray()
-    started = _connect(ray, settings.address)
-    pending: dict[Any, Job] = {}
-    try:
-        data = ray.put(prepared)  # one copy in the object store for every node: no node needs the data file
-        task = ray.remote(_attempt)
-        store = tracking.tracking_uri()
-        for job in jobs:
-            options = task.options(
-                name=f"descent:{job.name}",
-                num_cpus=settings.cpus_per_variant,
-                num_gpus=settings.gpus_per_variant,
-                max_retries=settings.max_retries,  # a dead worker, not a broken variant (that is an outcome)
-            )
-            # run_job travels as an argument (by reference), so a test can hand workers another body
-            pending[options.remote(job, data, store, settings.cpus_per_variant, run_job)] = job
-        while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            yield _outcome(ray, done, pending.pop(done))
-    finally:
-        for ref in pending:  # Ctrl-C or SIGTERM: stop the rest; a resumed sweep ends their runs FAILED
-            ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
+class RayExecutor:
+    """Jobs as Ray tasks; a task whose worker dies is rerun, at most `settings.max_retries` times."""
+
+    def __init__(self, settings: RayConfig, prepared: Prepared) -> None:
+        self.settings, self.prepared = settings, prepared
+        self.pending: dict[Any, Job] = {}
+        self.ray: Any = None
+        self.started = False
+
+    def submit(self, job: Job) -> None:
+        if self.ray is None:
+            self.ray = _import_ray()
+            self.started = _connect(self.ray, self.settings.address)
+            self.data = self.ray.put(self.prepared)  # one copy in the object store: no node needs the data file
+            self.task = self.ray.remote(_attempt)
+            self.store = tracking.tracking_uri()
+        s = self.settings
+        options = self.task.options(
+            name=f"descent:{job.name}",
+            num_cpus=s.cpus_per_variant,
+            num_gpus=s.gpus_per_variant,
+            max_retries=s.max_retries,  # a dead worker, not a broken variant (that is an outcome)
+        )
+        # run_job travels as an argument (by reference), so a test can hand workers another body
+        self.pending[options.remote(job, self.data, self.store, s.cpus_per_variant, run_job)] = job
+
+    def outcomes(self) -> Iterator[dict]:
+        """Each job's outcome as its task finishes, including jobs submitted while iterating."""
+        while self.pending:
+            [done], _ = self.ray.wait(list(self.pending), num_returns=1)
+            yield _outcome(self.ray, done, self.pending.pop(done))
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for ref in self.pending:  # Ctrl-C or SIGTERM: stop the rest; a resumed sweep ends their runs FAILED
+            self.ray.cancel(ref, force=True)
+        self.pending.clear()
+        if self.started:
+            self.ray.shutdown()
 
 
 def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any) -> dict:
-    """One try at a job on a Ray worker; it first ends FAILED the runs of a try whose worker died."""
+    """One try at a job on a Ray worker (run_job first ends FAILED the runs of a try whose worker died)."""
     os.environ["MLFLOW_TRACKING_URI"] = store  # the sweep's tracking server, whatever the node's environment says
     use_cores(max(1, math.ceil(cpus)))  # the CPUs Ray reserved for the task, not every core of the node
-    for run in tracking.running(job.parent_run_id, job.name):
-        tracking.mark_failed(run.info.run_id, f"{KILLED}; Ray retried it")
     return body(job, prepared)
 
 

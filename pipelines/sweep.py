@@ -6,21 +6,24 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from tqdm import tqdm
 
 from components.compare import RANKING
+from components.errors import InputError
 from components.model import check_activation
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
 from pipelines import cli, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
+from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
-from pipelines.ray_executor import check_ray, run_ray
-from pipelines.train import log_data_record, run_tags
-from pipelines.workers import Job, run_local, worker_count
+from pipelines.ray_executor import RayExecutor, check_ray
+from pipelines.train import check_tuning, log_data_record, run_tags
+from pipelines.workers import LocalExecutor, worker_count
 
 log = logging.getLogger("descent")
 
@@ -33,6 +36,8 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     for optimizer in dict.fromkeys(v.optimizer for v in variants):
         check_optimizer(optimizer, cfg.hyperparameters(optimizer))
     check_activation(cfg.model.activation)
+    check_tuning(cfg, prepared)
+    _check_reference(cfg, variants, n_train)
     if cfg.sweep.executor == "ray":
         check_ray()
     tags = sweep_tags(cfg, prepared)
@@ -47,12 +52,26 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
         tracking.log_params(resolved | {"variants": len(variants)})
         if reopen is None:
             log_data_record(cfg, prepared)
-        done = _reuse(previous, parent) if previous is not None else set()
-        outcomes = _run_variants(cfg, prepared, variants, parent, tags, done)
+        interrupted: dict[str, str] = {}
+        done = _reuse(previous, parent, interrupted) if previous is not None else {}
+        outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
         result = compare(tracking.get_run(parent.info.run_id))
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
     return result
+
+
+def _check_reference(cfg: Config, variants: list[Variant], n_train: int) -> None:
+    """`scaled` from a tuned reference needs the reference batch size in the sweep: it is tuned there first."""
+    tu = cfg.tuning
+    if tu.method != "scaled" or tu.reference != "grid":
+        return
+    reference = batch_regime(tu.reference_batch_size, n_train).batch_size
+    if reference not in {batch_regime(v.batch_size, n_train).batch_size for v in variants}:
+        raise InputError(
+            f"tuning.reference_batch_size={tu.reference_batch_size} is not among sweep.batch_sizes "
+            f"{cfg.sweep.batch_sizes}: add it, or set tuning.reference=config"
+        )
 
 
 MATCH = ("descent.kind", "descent.data_digest", "descent.config_digest", "descent.code_version")
@@ -68,15 +87,17 @@ def _last_matching(experiment_id: str, tags: dict[str, str]) -> Any:
     return found[0] if found else None
 
 
-def _reuse(previous: Any, parent: Any) -> set[str]:
-    """Names of variants that already finished in `previous`; runs its crash left RUNNING end FAILED."""
-    done: set[str] = set()
+def _reuse(previous: Any, parent: Any, interrupted: dict[str, str]) -> dict[str, Any]:
+    """Variants that already finished in `previous`, by name; runs its crash left RUNNING end FAILED (and are
+    noted in `interrupted`, by name: their finished learning-rate trials are reused)."""
+    done: dict[str, Any] = {}
     for child in tracking.children(previous):
         status, name = child.info.status, child.info.run_name
         if status == "RUNNING":
             tracking.mark_failed(child.info.run_id, "interrupted: the sweep process ended before this variant did")
+            interrupted[name] = child.info.run_id
         elif status == "FINISHED" and name not in done:
-            done.add(name)
+            done[name] = child
             if previous.info.run_id != parent.info.run_id:  # `mlflow run` made a new sweep run: move it there
                 tracking.set_tags_on(child.info.run_id, {"mlflow.parentRunId": parent.info.run_id})
     if previous.info.run_id != parent.info.run_id:
@@ -89,49 +110,55 @@ def _reuse(previous: Any, parent: Any) -> set[str]:
 
 
 def _run_variants(
-    cfg: Config, prepared: Prepared, variants: list[Variant], parent: Any, tags: dict, done: set[str]
+    cfg: Config,
+    prepared: Prepared,
+    variants: list[Variant],
+    parent: Any,
+    tags: dict,
+    done: dict[str, Any],
+    interrupted: dict[str, str],
 ) -> list[dict]:
-    jobs = sweep_jobs(cfg, variants, len(prepared.split.train), parent.info.run_id, tags)
-    jobs = [job for job in jobs if job.name not in done]
+    plan = plan_jobs(cfg, variants, len(prepared.split.train), parent.info.run_id, tags)
+    todo = [job for job in plan.first if job.name not in done]
+    for name, run in done.items():  # a reused leader's learning rate still reaches the jobs that wait for it
+        lr, by = run.data.params.get("learning_rate"), run.data.tags.get("descent.lr_chosen_by", "config")
+        todo += plan.release(name, float(lr) if lr else None, by, run.info.run_id)
+    total = plan.total - len(done)
     if cfg.sweep.executor == "ray":
-        log.info("%d runs as Ray tasks", len(jobs))
-        finished = run_ray(jobs, cfg.ray, prepared)
+        log.info("%d runs as Ray tasks", total)
+        executor: Any = RayExecutor(cfg.ray, prepared)
     else:
-        workers = worker_count(cfg.sweep.workers, len(jobs))
+        workers = worker_count(cfg.sweep.workers, total)
         if workers > 1:
-            log.info("%d runs on %d worker processes", len(jobs), workers)
-        finished = run_local(jobs, workers, prepared)
+            log.info("%d runs on %d worker processes", total, workers)
+        executor = LocalExecutor(workers, prepared)
     outcomes: list[dict] = []
     started = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
-    for i, outcome in enumerate(finished, start=1):
-        cli.check_stop()
-        outcomes.append(outcome)
-        elapsed = time.perf_counter() - started
-        eta = elapsed / i * (len(jobs) - i)
-        line = f"[{i}/{len(jobs)}] {_describe(outcome, prepared.split.task)}  ETA {tqdm.format_interval(eta)}"
-        if bar.disable:
-            log.info(line)
-        else:
-            bar.write(line)
-            bar.update()
+    bar = tqdm(total=total, unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+    def submit(jobs: list[Any]) -> None:
+        for job in jobs:
+            if job.name not in done:
+                executor.submit(replace(job, resume_from=interrupted.get(job.name)))
+
+    with executor:
+        submit(todo)
+        for i, outcome in enumerate(executor.outcomes(), start=1):
+            cli.check_stop()
+            outcomes.append(outcome)
+            result = outcome.get("result", {})
+            lr, by, run_id = result.get("learning_rate"), result.get("lr_chosen_by", ""), result.get("run_id", "")
+            submit(plan.release(outcome["name"], lr, by, run_id))
+            elapsed = time.perf_counter() - started
+            eta = elapsed / i * (total - i)
+            line = f"[{i}/{total}] {_describe(outcome, prepared.split.task)}  ETA {tqdm.format_interval(eta)}"
+            if bar.disable:
+                log.info(line)
+            else:
+                bar.write(line)
+                bar.update()
     bar.close()
     return outcomes
-
-
-def sweep_jobs(cfg: Config, todo: list[Variant], n_train: int, parent_run_id: str, tags: dict) -> list[Job]:
-    """One job per variant and seed, the longest (most updates per epoch) first so workers finish together."""
-    child_tags = {**tags, "descent.kind": "variant", "descent.sweep_id": parent_run_id}
-    seeds = cfg.sweep.seeds or [cfg.training.seed]
-    jobs = []
-    for variant in sorted(todo, key=lambda v: -batch_regime(v.batch_size, n_train).updates_per_epoch):
-        for seed in seeds:
-            training = cfg.training.model_copy(
-                update={"optimizer": variant.optimizer, "batch_size": variant.batch_size, "seed": seed}
-            )
-            name = variant.name(n_train) + (f"-seed{seed}" if len(seeds) > 1 else "")
-            jobs.append(Job(cfg.model_copy(update={"training": training}), name, parent_run_id, child_tags))
-    return jobs
 
 
 def _describe(outcome: dict, task: str) -> str:
@@ -142,7 +169,8 @@ def _describe(outcome: dict, task: str) -> str:
     key = RANKING[task][0]
     value = last.get(key, float("nan"))
     state = " (diverged)" if outcome["state"] == "diverged" else ""
-    return f"{outcome['name']}{state}: {key} {value:.4f}, {result['final']['train_seconds']:.1f} s"
+    lr = f"learning rate {result['learning_rate']:.3g} ({result['lr_chosen_by']})"
+    return f"{outcome['name']}{state}: {key} {value:.4f}, {lr}, {result['final']['train_seconds']:.1f} s"
 
 
 def _entry(argv: list[str] | None) -> int:
@@ -174,7 +202,8 @@ def terminal_table(table: Any, task: str) -> Any:
     """The columns a person reads first, rounded for a terminal."""
     key = RANKING[task][0]
     test = "test_" + key.removeprefix("val_")
-    shown = table[["variant", "status", f"final_{key}", test, "train_seconds", "updates", "seconds_to_target"]]
+    columns = ["variant", "status", "learning_rate", f"final_{key}", test, "train_seconds", "updates"]
+    shown = table[[*columns, "seconds_to_target"]].rename(columns={"learning_rate": "lr"})
     return shown.rename(columns={f"final_{key}": key, "train_seconds": "seconds"}).round(4)
 
 

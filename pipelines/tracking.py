@@ -286,6 +286,10 @@ def log_json(data: Any, artifact_file: str) -> None:
     mlflow.log_dict(data, artifact_file)
 
 
+def log_file(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
 def log_yaml(data: dict, artifact_file: str) -> None:
     mlflow.log_text(yaml.safe_dump(data, sort_keys=False), artifact_file)
 
@@ -350,8 +354,8 @@ def running(parent_run_id: str, run_name: str) -> list[Any]:
     return [r for r in found if r.info.status == "RUNNING"]
 
 
-def metric_frame(run_id: str, keys: list[str]) -> pd.DataFrame:
-    """Per-epoch metrics of a run as one frame, one row per step (epoch)."""
+def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFrame:
+    """Metrics of a run as one frame, one row per step (the epoch, or the updates for validation checks)."""
     c = client()
     columns = {}
     for key in keys:
@@ -359,13 +363,19 @@ def metric_frame(run_id: str, keys: list[str]) -> pd.DataFrame:
         if history:
             columns[key] = pd.Series({m.step: m.value for m in history})
     frame = pd.DataFrame(columns).sort_index()
-    frame.index.name = "epoch"
+    frame.index.name = step
     return frame.reset_index()
 
 
 def mark_failed(run_id: str, reason: str) -> None:
-    """End a run that its process can no longer end (killed, crashed) as FAILED, with the reason."""
+    """End a run that its process can no longer end (killed, crashed) as FAILED, with the reason; its nested
+    runs (learning-rate trials) that are still RUNNING too."""
     c = client()
+    run = c.get_run(run_id)
+    for trial in find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id}):
+        if trial.info.status == "RUNNING":
+            c.set_tag(trial.info.run_id, "descent.error", reason)
+            c.set_terminated(trial.info.run_id, "FAILED")
     c.set_tag(run_id, "descent.error", reason)
     c.set_terminated(run_id, "FAILED")
 

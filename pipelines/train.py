@@ -12,16 +12,17 @@ import sys
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 
+from components.errors import InputError
 from components.measure import GradientProbe
 from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
-from components.train import LOSSES, compile_model, evaluate, fit_variant
+from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
 from pipelines import cli, tracking
 from pipelines.config import Config, flatten
 from pipelines.prepare import Prepared, prepare
+from pipelines.tune import Choice, Chosen, choose
 
 log = logging.getLogger("descent")
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,28 +34,42 @@ def train(
     parent_run_id: str | None = None,
     tags: dict | None = None,
     run_name: str | None = None,
+    chosen: Chosen | None = None,
+    resume_from: str | None = None,
 ) -> dict:
     """Train the configured variant on the configured data; returns its final metrics.
 
-    With `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's.
+    Its learning rate is chosen by cfg.tuning (or given as `chosen`: a first seed's, or a scaled one); the
+    finished trials of `resume_from`, an interrupted run of the same variant, are reused. With
+    `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's.
     """
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
-    check_optimizer(t.optimizer, hyper)
-    check_activation(cfg.model.activation)
+    check_variant(cfg)
     prepared = prepared or prepare(cfg)
+    check_tuning(cfg, prepared)
     n_train = len(prepared.split.train)
     regime = batch_regime(t.batch_size, n_train)
     variant = f"{t.optimizer}-{regime.label}"
     name = run_name or variant
     tags = {**run_tags(cfg, prepared), "descent.variant": variant, **(tags or {})}
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
-        tracking.log_params(variant_params(cfg, hyper, regime, n_train))
-        tracking.set_tags({"mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg)})
+        tracking.log_params(variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
             log_data_record(cfg, prepared)
-        result = _fit(cfg, prepared, hyper, regime.batch_size)
+        result = _fit(cfg, prepared, hyper, regime, name, active.info.run_id, chosen, resume_from)
+        choice = result.pop("choice")
+        tracking.log_params({"learning_rate": choice.learning_rate})
         tracking.log_metrics(result["final"])
+        tracking.set_tags(
+            {
+                "descent.lr_chosen_by": choice.by,
+                "descent.lr_at_edge": str(choice.at_edge).lower(),
+                "mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg, choice),
+            }
+        )
+        for plot in choice.plots:
+            tracking.log_file(plot)
         if result["diverged"]:
             tracking.set_tags({"descent.diverged": "true"})
         else:
@@ -64,21 +79,38 @@ def train(
             tracking.set_tags({"descent.model_uri": result["model_uri"]})
         result.pop("network", None)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
+        result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result
 
 
-def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, n_train: int) -> dict:
-    """The params a person compares variants by, under the names the seed notes use."""
-    t = cfg.training
+def check_variant(cfg: Config) -> None:
+    """Refuse, before any run starts, an optimizer, hyperparameter or activation that cannot work."""
+    check_optimizer(cfg.training.optimizer, cfg.hyperparameters(cfg.training.optimizer))
+    check_activation(cfg.model.activation)
+
+
+def check_tuning(cfg: Config, prepared: Prepared) -> None:
+    """A grid search compares learning rates on the validation rows: it needs some."""
+    if cfg.tuning.method == "grid" and not len(prepared.split.validation):
+        raise InputError(
+            "tuning.method=grid chooses learning rates on the validation rows, but split.validation is 0: "
+            "set split.validation=0.15 or tuning.method=none"
+        )
+
+
+def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, prepared: Prepared) -> dict:
+    """The params a person compares variants by, under the names the seed notes use (learning_rate once chosen)."""
+    t, n_train = cfg.training, len(prepared.split.train)
     params = {
         "optimizer": t.optimizer,
-        "learning_rate": hyper["learning_rate"],
         "batch_size": regime.batch_size,
         "regime": regime.regime,
         "epochs": t.epochs,
         "seed": t.seed,
         "updates_per_epoch": regime.updates_per_epoch,
         "train_rows": n_train,
+        "val_rows": len(prepared.split.validation),
+        "test_rows": len(prepared.split.test),
     }
     params.update({k: v for k, v in hyper.items() if k != "learning_rate"})
     resolved = cfg.model_dump(exclude={"training", "optimizers", "sweep", "schedule", "measure"})
@@ -86,13 +118,21 @@ def variant_params(cfg: Config, hyper: dict, regime: BatchRegime, n_train: int) 
     return params
 
 
-def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Config) -> str:
+def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Config, choice: Choice) -> str:
     """The run description shown in the MLflow UI, in the seed notes' words."""
     words = {"batch": "batch gradient descent", "stochastic": "stochastic gradient descent", "minibatch": "mini-batch"}
+    how = {
+        "config": "as configured",
+        "grid": f"chosen by a grid search of {choice.trials} learning rates on the validation rows",
+        "range_test": "chosen by a learning-rate range test",
+        "scaled": "scaled from a reference batch size",
+    }[choice.by]
+    edge = " It sits on the edge of the grid: the best may lie further out." if choice.at_edge else ""
+    source = f" ({choice.note})" if choice.note else ""
     return (
-        f"{optimizer} (learning rate {hyper['learning_rate']:g}), {words[regime.regime]}: batch size "
+        f"{optimizer} (learning rate {choice.learning_rate:g}, {how}{source}), {words[regime.regime]}: batch size "
         f"{regime.batch_size}, {regime.updates_per_epoch} update(s) per epoch, {cfg.training.epochs} epochs, "
-        f"seed {cfg.training.seed}, {cfg.model.api} model {cfg.model.hidden} on {cfg.data.source}."
+        f"seed {cfg.training.seed}, {cfg.model.api} model {cfg.model.hidden} on {cfg.data.source}.{edge}"
     )
 
 
@@ -130,11 +170,28 @@ def code_version() -> str:
     return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
-def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
-    t, arrays, pre = cfg.training, prepared.arrays, prepared.preprocessor
+def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:
+    """The variant's network, compiled with its optimizer, ready to train one or more learning rates."""
+    t, pre = cfg.training, prepared.preprocessor
     keras.backend.clear_session()  # a sweep builds many models in one process: start each from a clean graph
     model = build_model(pre.n_features, pre.n_outputs, prepared.split.task, **cfg.model.model_dump(), seed=t.seed)
     compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
+    probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
+    return Trainer(model, prepared.arrays, batch_size, callbacks=probes, seed=t.seed, sample=prepared.sample)
+
+
+def _fit(
+    cfg: Config,
+    prepared: Prepared,
+    hyper: dict,
+    regime: BatchRegime,
+    name: str,
+    run_id: str,
+    chosen: Chosen | None,
+    resume_from: str | None,
+) -> dict:
+    t, pre = cfg.training, prepared.preprocessor
+    trainer = make_trainer(cfg, prepared, hyper, regime.batch_size)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         shown = pre.in_target_units(metrics)
@@ -143,33 +200,64 @@ def _fit(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> dict:
             log.info("epoch %d/%d: %s", epoch, t.epochs, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         cli.check_stop()
 
-    probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
     with tracking.EpochMetrics() as sink:
-        fit = fit_variant(model, arrays, batch_size, t.epochs, on_epoch=on_epoch, callbacks=probes, seed=t.seed)
+        configured = hyper["learning_rate"]
+        choice = choose(cfg, trainer, name, run_id, configured, chosen, pre.in_target_units, resume_from)
+        fit = choice.fit
+        if fit is None:
+            fit = trainer.train(trainer.start(choice.learning_rate), t.epochs, on_epoch)
+        else:  # the search trained the chosen learning rate for every epoch already
+            for epoch, record in enumerate(fit.history, start=1):
+                sink.add(pre.in_target_units(record), step=epoch)
+        trainer.use(fit)
+        for check in fit.checks:
+            shown = {f"by_update/{k}": v for k, v in pre.in_target_units(check).items() if k != "updates"}
+            sink.add(shown, step=int(check["updates"]))
     fit.history = [pre.in_target_units(h) for h in fit.history]
-    test = prepared.split.test
+    final = _final(prepared, trainer, fit)
+    final.update(tuning_seconds=choice.seconds, tuning_trials=float(choice.trials))
+    return {
+        "final": final,
+        "diverged": fit.diverged,
+        "history": fit.history,
+        "network": trainer.model,
+        "choice": choice,
+    }
+
+
+def _final(prepared: Prepared, trainer: Trainer, fit: FitResult) -> dict[str, float]:
+    """The variant's final metrics: test scores, times, throughput, memory, the final training-sample scores."""
+    pre, test, model = prepared.preprocessor, prepared.split.test, trainer.model
     scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
     final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
+    # Throughput from the second epoch on: the first pays for the kernels' first use.
+    steady = fit.history[1:] or fit.history
+    steady_seconds = max(sum(h["epoch_train_seconds"] for h in steady), 1e-9)
+    steady_updates = fit.updates - (fit.history[0]["updates"] if len(fit.history) > 1 else 0)
     final.update(
         train_seconds=fit.train_seconds,
-        first_epoch_seconds=fit.compile_seconds,
+        compile_seconds=fit.compile_seconds,
         total_updates=float(fit.updates),
-        samples_per_second=len(arrays.y_train) * len(fit.history) / max(fit.train_seconds, 1e-9),
-        updates_per_second=fit.updates / max(fit.train_seconds, 1e-9),
+        samples_per_second=trainer.n * len(steady) / steady_seconds,
+        updates_per_second=steady_updates / steady_seconds,
         process_peak_memory_mb=peak_memory_mb(),
+        **prepared.baseline,
     )
+    if fit.checks:
+        last = pre.in_target_units(fit.checks[-1])
+        final.update({f"final_{k}": v for k, v in last.items() if k.startswith("train_") and k != "train_seconds"})
     if math.isfinite(fit.peak_memory_mb):
         final["train_peak_memory_mb"] = fit.peak_memory_mb
-    return {"final": final, "diverged": fit.diverged, "history": fit.history, "network": model}
+    return {k: v for k, v in final.items() if math.isfinite(v)}
 
 
 def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
-    m, arrays = cfg.measure, prepared.arrays
-    rows = np.random.default_rng(cfg.training.seed).permutation(len(arrays.y_train))[: m.probe_rows]
+    m = cfg.measure
+    x, y = prepared.sample
     return GradientProbe(
         keras.losses.get(LOSSES[prepared.split.task]),
-        arrays.x_train[rows],
-        arrays.y_train[rows],
+        x,
+        y,
         small=m.noise_small_batch,
         big=m.noise_big_batch,
         draws=m.noise_draws,
@@ -192,7 +280,8 @@ def _example(prepared: Prepared) -> pd.DataFrame:
 
 def _entry(argv: list[str] | None) -> None:
     args = cli.parser("Train one optimizer x batch-size variant as one MLflow run.").parse_args(argv)
-    cfg = cli.config_from(args)
+    # A learning rate typed on the command line is the one to train at: nothing to tune.
+    cfg = cli.config_from(args, {"tuning.method": "none"} if args.learning_rate else None)
     result = train(cfg)
     final = result["final"]
     shown = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k.startswith("test_"))

@@ -1,27 +1,33 @@
 """Run a sweep's variants: in this process, or in worker processes that import TensorFlow once each.
 
 Every variant is a `Job` that a worker turns into one nested MLflow run under the sweep's run; a job
-never raises for a broken variant, it returns an outcome saying so.
+never raises for a broken variant, it returns an outcome saying so. Jobs may be submitted while others
+run (a later seed waits for the first seed's learning rate), and a job whose worker process dies is
+retried on a fresh one.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
-from pipelines import cli
+from pipelines import cli, tracking
 from pipelines.config import Config
-from pipelines.prepare import Prepared, prepare
+from pipelines.prepare import Prepared
+from pipelines.tune import Chosen
 
 log = logging.getLogger("descent")
 PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+DIED = "interrupted: its worker process died before the variant finished"
 
 
 @dataclass(frozen=True)
@@ -32,16 +38,33 @@ class Job:
     name: str  # the run's name, e.g. adam-bs32 or adam-bs32-seed1
     parent_run_id: str
     tags: dict[str, str]
+    chosen: Chosen | None = None  # a learning rate chosen by another job (a first seed's, or scaled)
+    resume_from: str | None = None  # an interrupted run of this variant: its finished trials are reused
 
 
 def run_job(job: Job, prepared: Prepared | None = None) -> dict:
-    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception."""
+    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception.
+
+    Runs of the same name that an earlier try left RUNNING (its worker died) are ended FAILED first.
+    """
     from pipelines.train import train
 
     cli.check_stop()
     try:
-        prepared = prepared or _prepared(job.cfg)
-        result = train(job.cfg, prepared, parent_run_id=job.parent_run_id, tags=job.tags, run_name=job.name)
+        resume_from = job.resume_from
+        for run in tracking.running(job.parent_run_id, job.name):
+            tracking.mark_failed(run.info.run_id, f"{DIED}; it was tried again")
+            resume_from = run.info.run_id
+        prepared = prepared or _PREPARED[0]
+        result = train(
+            job.cfg,
+            prepared,
+            parent_run_id=job.parent_run_id,
+            tags=job.tags,
+            run_name=job.name,
+            chosen=job.chosen,
+            resume_from=resume_from,
+        )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
         return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -56,24 +79,94 @@ def worker_count(workers: int | str, jobs: int) -> int:
     return max(1, min(int(workers), jobs))
 
 
-def run_local(jobs: list[Job], workers: int, prepared: Prepared) -> Iterator[dict]:
-    """Outcomes as jobs finish: in this process for one worker, else in a pool of worker processes."""
-    if workers <= 1:
-        for job in jobs:
-            yield run_job(job, prepared)
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # spawn, not fork: a forked copy of a process that already runs TensorFlow threads can deadlock.
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(threads,))
-    try:
-        yield from pool.imap_unordered(run_job, jobs)
-        pool.close()
-    except BaseException:
-        # Ctrl-C or SIGTERM: each worker gets SIGTERM, ends its open run KILLED and exits.
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
+class LocalExecutor:
+    """Jobs in this process (one worker) or on a pool of spawned worker processes; outcomes as jobs finish."""
+
+    def __init__(self, workers: int, prepared: Prepared, retries: int = 1) -> None:
+        self.workers, self.prepared, self.retries = workers, prepared, retries
+        self.queue: list[Job] = []
+        self.pending: dict[Future, Job] = {}
+        self.tries: dict[str, int] = {}  # tries whose worker died while the job's run was open
+        self.losses: dict[str, int] = {}  # times the job was lost with a pool, started or not
+        self.pool: ProcessPoolExecutor | None = None
+
+    def submit(self, job: Job) -> None:
+        if self.workers <= 1:
+            self.queue.append(job)
+            return
+        if self.pool is None:
+            self.pool = self._start_pool()
+        self.pending[self.pool.submit(run_job, job)] = job
+
+    def outcomes(self) -> Iterator[dict]:
+        """Each job's outcome as it finishes, including jobs submitted while iterating."""
+        while self.queue:
+            yield run_job(self.queue.pop(0), self.prepared)
+        while self.pending:
+            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+            broken = []
+            for future in done:
+                job = self.pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    broken.append(job)
+            if broken:
+                yield from self._recover(broken)
+
+    def _recover(self, broken: list[Job]) -> Iterator[dict]:
+        """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it."""
+        cause = self._cause()
+        lost = broken + list(self.pending.values())
+        self.pending.clear()
+        self._stop_pool()
+        for job in lost:
+            # Jobs still queued were lost with the pool but never ran: only a started try counts against a job.
+            if tracking.running(job.parent_run_id, job.name):
+                self.tries[job.name] = self.tries.get(job.name, 0) + 1
+            self.losses[job.name] = self.losses.get(job.name, 0) + 1
+            if self.tries.get(job.name, 0) <= self.retries and self.losses[job.name] <= self.retries + 2:
+                log.info("%s lost its worker (%s); trying it again on a new one", job.name, cause)
+                self.submit(job)
+            else:
+                for run in tracking.running(job.parent_run_id, job.name):
+                    tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})")
+                yield {"name": job.name, "state": "failed", "error": f"WorkerDied: {cause}"}
+
+    def _cause(self) -> str:
+        codes = [p.exitcode for p in getattr(self.pool, "_processes", {}).values() if p.exitcode]
+        signals = sorted({-c for c in codes if c < 0})
+        if signals:
+            names = ", ".join(f"signal {s} ({signal.Signals(s).name})" for s in signals)
+            return f"a worker was killed by {names}" + (": out of memory?" if signal.SIGKILL in signals else "")
+        return f"a worker exited with code {codes[0]}" if codes else "a worker process died"
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        # spawn, not fork: a forked copy of a process that already runs TensorFlow threads can deadlock.
+        # The workers get the sweep's own prepared data: they never read the data file again.
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(threads, self.prepared),
+        )
+
+    def _stop_pool(self, terminate: bool = False) -> None:
+        if self.pool is None:
+            return
+        if terminate:  # Ctrl-C or SIGTERM: each worker gets SIGTERM, ends its open run KILLED and exits
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, kind: type | None, *_: Any) -> None:
+        self._stop_pool(terminate=kind is not None)
 
 
 def use_cores(threads: int) -> None:
@@ -87,25 +180,17 @@ def use_cores(threads: int) -> None:
         pass
 
 
-def _start_worker(threads: int) -> None:
+_PREPARED: list[Prepared] = []
+
+
+def _start_worker(threads: int, prepared: Prepared) -> None:
     """Set up a worker: its share of the cores, SIGTERM ending the open run, stop when the sweep dies."""
     # Two workers on two cores each using both would fight over them; split the cores instead.
     use_cores(threads)
+    _PREPARED[:] = [prepared]
     signal.signal(signal.SIGTERM, cli.terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
     if sys.platform.startswith("linux"):  # and on Linux at once: SIGTERM when the sweep process dies, even by -9
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-
-
-_PREPARED: dict[str, Prepared] = {}
-
-
-def _prepared(cfg: Config) -> Prepared:
-    """The data of a worker's jobs, loaded and split once per worker (every job of a sweep shares it)."""
-    key = json.dumps(cfg.model_dump(include={"data", "split"}), sort_keys=True)
-    if key not in _PREPARED:
-        _PREPARED.clear()
-        _PREPARED[key] = prepare(cfg)
-    return _PREPARED[key]

@@ -24,12 +24,14 @@ TINY = {
     "training.epochs": 2,
     "training.batch_size": 16,
     "sweep.workers": 1,  # in-process; the worker pool has tests of its own
+    "tuning.method": "none",  # the configured learning rates; tests/test_tuning*.py tune for real
+    "sweep.collapse_threshold": None,  # 2 epochs teach little; tests/test_tuning*.py check the rule
 }
 
 
 @pytest.fixture
 def tiny_cfg() -> Config:
-    """Iris, one hidden layer of 8 units, 2 epochs: trains in about a second."""
+    """Iris, one hidden layer of 8 units, 2 epochs, no learning-rate search: trains in about a second."""
     return load_config(values=TINY)
 
 

@@ -66,10 +66,13 @@ def test_summary_names_best_fastest_diverged_failed(records):
     table = comparison_table(records, "classification", target=0.85)
     text = summary_markdown(table, "classification", 0.85, "Sweep x")
     assert "**Best variant: adam-bs32**" in text
-    assert "**Fastest to the target** (val_accuracy 0.8500): adam-bs32 in 2.0 s, 2 epochs, 8 updates." in text
+    assert (
+        "**Fastest to the target** (val_accuracy 0.8500; seconds of training): adam-bs32 in 2 s, 2 epochs, 8 updates."
+        in text
+    )
     assert "Diverged (loss became NaN or infinite): momentum-bs32." in text
     assert "Failed: rmsprop-bs32." in text
-    variants = text.split("\n| variant | final_val_accuracy")[1]
+    variants = text.split("\n| variant | learning_rate | final_val_accuracy")[1]
     assert variants.count("\n| ") == 1 + len(records)  # separator, one row per variant
 
 

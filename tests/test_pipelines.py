@@ -94,7 +94,7 @@ def test_a_failure_inside_the_run_ends_it_failed(store, tiny_cfg, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(train_pipeline, "fit_variant", broken)
+    monkeypatch.setattr(train_pipeline, "make_trainer", broken)
     with pytest.raises(RuntimeError):
         train(tiny_cfg)
     runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("descent").experiment_id])

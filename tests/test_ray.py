@@ -111,7 +111,7 @@ def crash(job, prepared=None):
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a lost node would: no cleanup
 
-        pipelines.train.fit_variant = die
+        pipelines.train.make_trainer = die
     return run_job(job, prepared)
 
 
@@ -128,7 +128,7 @@ def test_a_killed_worker_is_retried_and_its_run_ends_failed(cluster, server, mon
     runs = {(c.info.run_name, c.info.status): c for c in children}
     # adam-full: the killed try's run ended FAILED, the retry's run FINISHED and is the one compared
     killed = runs[("adam-full", "FAILED")]
-    assert killed.data.tags["descent.error"].startswith("interrupted: its Ray worker died")
+    assert killed.data.tags["descent.error"].startswith("interrupted: its worker process died")
     table = result["table"].set_index("variant")
     assert table.loc["adam-full", "run_id"] == runs[("adam-full", "FINISHED")].info.run_id
     # sgd-full died on every try (1 + max_retries): a failed outcome, its runs FAILED, the sweep went on

@@ -61,14 +61,14 @@ def test_sweep_nests_every_variant_and_compares_them(store):
 
 
 def test_diverged_and_failed_variants_do_not_stop_the_sweep(store, monkeypatch):
-    real_fit = train_pipeline.fit_variant
+    real_trainer = train_pipeline.make_trainer
 
-    def fit_or_break(model, data, batch_size, *args, **kwargs):
-        if type(model.optimizer).__name__ == "Adam" and batch_size == 16:
+    def trainer_or_break(cfg, prepared, hyper, batch_size):
+        if cfg.training.optimizer == "adam" and batch_size == 16:
             raise RuntimeError("simulated out-of-memory")
-        return real_fit(model, data, batch_size, *args, **kwargs)
+        return real_trainer(cfg, prepared, hyper, batch_size)
 
-    monkeypatch.setattr(train_pipeline, "fit_variant", fit_or_break)
+    monkeypatch.setattr(train_pipeline, "make_trainer", trainer_or_break)
     cfg = tiny(**GRID, **{"optimizers.sgd.learning_rate": 1e9, "training.epochs": 5})
     result = sweep(cfg)
     children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
@@ -112,7 +112,7 @@ def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("no luck")
 
-    monkeypatch.setattr(train_pipeline, "fit_variant", broken)
+    monkeypatch.setattr(train_pipeline, "make_trainer", broken)
     argv = ["--data", "iris", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full,16"]
     argv += ["--overrides", "sweep.workers=1"]  # in-process, where the broken fit is patched in
     assert cli.main(sweep_entry, argv) == 1
