@@ -23,7 +23,7 @@ from components.errors import InputError
 from components.images import digits_images, read_image_folder
 
 ARRAY_EMBEDDED = ("digits_images",)
-CHUNK_BYTES = 64 * 2**20  # one pass over the samples reads this much at a time
+CHUNK_BYTES = 16 * 2**20  # one pass over the samples reads this much at a time
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 
@@ -132,7 +132,8 @@ def sample_hashes(x: np.ndarray, where: str = "the data") -> np.ndarray:
                 raise InputError(
                     f"{where}: sample {bad} of x holds NaN or infinite values: replace them or drop the sample"
                 )
-            chunk = chunk + chunk.dtype.type(0)  # -0.0 + 0.0 = 0.0: equal values, equal bytes
+            if (np.signbit(chunk) & (chunk == 0)).any():
+                chunk = chunk + chunk.dtype.type(0)  # -0.0 + 0.0 = 0.0: equal values, equal bytes
         flat = memoryview(chunk.reshape(-1).view(np.uint8))
         digests = b"".join(
             hashlib.blake2b(flat[i * width : (i + 1) * width], digest_size=8).digest() for i in range(len(chunk))
@@ -150,12 +151,20 @@ def chunks(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def take(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """x[rows] as a new in-memory array, gathered CHUNK_BYTES at a time (a memory map's pages released)."""
+    """x[rows] (rows in increasing order) as a new in-memory array, read CHUNK_BYTES of x at a time.
+
+    The chunks are windows of x, not runs of rows: sparse rows (a test split) touch no more of a
+    memory map at a time than dense ones, and its pages are released after each window.
+    """
+    if np.any(np.diff(rows) < 0):
+        raise ValueError("take needs rows in increasing order")
     out = np.empty((len(rows), *x.shape[1:]), x.dtype)
     step = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
-    for start in range(0, len(rows), step):
-        out[start : start + step] = x[rows[start : start + step]]
-        release(x)
+    bounds = np.searchsorted(rows, np.arange(0, len(x) + step, step))
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if end > start:
+            out[start:end] = x[rows[start:end]]  # (np.take with out= reads all of a memory map)
+            release(x)
     return out
 
 

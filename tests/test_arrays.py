@@ -90,6 +90,16 @@ def test_sample_hashes_are_blake2b_of_each_sample_in_any_chunk_size(monkeypatch)
     assert sample_hashes(x).tolist() == expected
 
 
+def test_take_reads_a_memory_map_window_by_window(tmp_path, monkeypatch):
+    x = np.arange(300 * 4, dtype="int32").reshape(300, 2, 2)
+    mapped = load_arrays(_npz(tmp_path, x=x, y=np.arange(300) % 3)).features
+    rows = np.sort(np.random.default_rng(0).choice(300, size=40, replace=False))
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", 7 * 16)  # windows of 7 samples: most hold none of the rows
+    assert np.array_equal(arrays.take(mapped, rows), x[rows])
+    with pytest.raises(ValueError, match="increasing order"):
+        arrays.take(mapped, rows[::-1])
+
+
 def test_regression_arrays_split_by_value_range(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 5, 2))

@@ -12,8 +12,10 @@ from components.model import build_model
 from components.optimizers import make_optimizer
 from components.train import Arrays, compile_model, evaluate, fit_variant
 from pipelines.config import load_config
+from tests.conftest import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+TWO_BRANCH = f"{ROOT / 'examples' / 'two_branch.py'}:build"
 
 
 def _train(source: str, builder: str, epochs: int, **data) -> tuple[dict, object]:
@@ -58,3 +60,25 @@ def test_the_image_cnn_learns_an_image_folder(tmp_path):
     scores, model = _train(source, f"{ROOT / 'examples' / 'image_cnn.py'}:build", 10, **{"data.image_size": [16, 16]})
     assert model.input_shape == (None, 16, 16, 3)
     assert scores["accuracy"] > 0.9  # 14 test images of 3 classes
+
+
+def test_the_two_branch_network_joins_the_features_to_the_deep_layers():
+    model = build_model(13, 3, "classification", **tiny().model.model_dump() | {"builder": TWO_BRANCH}, seed=0)
+    assert model.count_params() == (13 * 64 + 64) + (64 * 32 + 32) + (13 + 32) * 3 + 3
+    assert model.get_layer("wide_and_deep").output.shape == (None, 13 + 32)
+
+
+@pytest.mark.slow
+def test_a_builder_runs_through_the_train_pipeline_on_a_table(store):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from components.data import load_dataset
+    from pipelines.train import train
+
+    result = train(tiny(**{"model.builder": TWO_BRANCH, "training.epochs": 3}))
+    run = MlflowClient(store).get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["model.builder"] == TWO_BRANCH
+    assert "grad_norm/deep_1/kernel" in run.data.metrics  # the measurements use the user's layer names
+    predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(load_dataset("iris").features.head(4))
+    assert set(predictions["prediction"]) <= {0, 1, 2}
