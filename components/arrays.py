@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data import TASKS, detect_task
+from components.data import EMBEDDED, TASKS, detect_task
 from components.errors import InputError
 from components.images import digits_images, read_image_folder
 
@@ -49,7 +49,12 @@ class ArrayDataset:
 
 
 def is_array_source(source: str) -> bool:
-    """Whether data.source names array data: digits_images, a .npz file or a folder (of images)."""
+    """Whether data.source names array data: digits_images, a .npz file or a folder (of images).
+
+    An embedded table's name stays a table even where a folder of that name exists.
+    """
+    if source in EMBEDDED:
+        return False
     return source in ARRAY_EMBEDDED or Path(source).suffix.lower() == ".npz" or Path(source).is_dir()
 
 

@@ -135,9 +135,20 @@ def test_regression_target_is_standardised_on_training_values(tmp_path):
     assert np.allclose(pre.decode(encoded.reshape(-1, 1)), split.train.target, rtol=1e-5)
 
 
-def test_which_sources_are_arrays(tmp_path):
+def test_which_sources_are_arrays(tmp_path, monkeypatch):
     assert is_array_source("digits_images") and is_array_source("x.npz") and is_array_source(str(tmp_path))
     assert not is_array_source("digits") and not is_array_source("rows.csv")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "iris").mkdir()
+    assert not is_array_source("iris")  # the embedded table, not the folder
+
+
+def test_samples_without_a_label_are_dropped_and_counted(tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 3, 2))
+    y = np.array([0.0, 1.0] * 18 + [np.nan] * 4)
+    split = split_arrays(load_arrays(_npz(tmp_path, x=x, y=y)), 0.2, 0.2, seed=0)
+    assert split.report.missing_target_dropped == 4 and sum(split.report.rows.values()) == 36
+    assert split.classes == [0.0, 1.0] and not any(np.isnan(p.target).any() for p in split.parts().values())
 
 
 @pytest.mark.parametrize(
