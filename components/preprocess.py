@@ -33,6 +33,16 @@ class Preprocessor:
     def n_outputs(self) -> int:
         return len(self.classes) if self.task == "classification" else 1
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample the network reads (build_model's first argument)."""
+        return (self.n_features,)
+
+    @property
+    def input_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-feature mean and variance for descent's own network to standardise with; None: transform does."""
+        return None
+
     def transform(self, features: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.feature_names if c not in features.columns]
         if missing:

@@ -28,6 +28,8 @@ class DataConfig(_Strict):
     source: str
     target: str | None
     task: Literal["auto", "classification", "regression"]
+    image_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
+    color_mode: Literal["grayscale", "rgb", "rgba"]
 
 
 class SplitConfig(_Strict):
@@ -41,6 +43,8 @@ class ModelConfig(_Strict):
     hidden: list[Annotated[int, Field(gt=0)]]
     activation: str
     dropout: Fraction
+    builder: str | None
+    keep_weights: bool
 
 
 class TrainingConfig(_Strict):

@@ -97,7 +97,7 @@ CASES = {
     "unknown config key": (
         lambda t: ["--overrides", "model.hiden=[8]"],
         "unknown config key model.hiden: did you mean model.hidden? known keys here: model.api, model.hidden, "
-        "model.activation, model.dropout",
+        "model.activation, model.dropout, model.builder, model.keep_weights",
     ),
     "wrong type": (
         lambda t: ["--epochs", "many"],
