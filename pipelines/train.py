@@ -170,9 +170,12 @@ def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
         keras.losses.get(LOSSES[prepared.split.task]),
         arrays.x_train[rows],
         arrays.y_train[rows],
+        method=m.noise_method,
         small=m.noise_small_batch,
-        big=m.noise_big_batch,
         draws=m.noise_draws,
+        memory_mb=m.noise_memory_mb,
+        population=len(arrays.y_train),
+        epochs=cfg.training.epochs,
         seed=cfg.training.seed,
     )
 
