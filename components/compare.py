@@ -128,8 +128,12 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
             "\n**One seed per variant**: a lead smaller than the spread between seeds cannot be told from luck. "
             "Run with `sweep.seeds: [0, 1, 2]` to measure that spread and get a verdict on the best variant."
         )
-    claims = claims_table(table, _test(key), higher)
-    lines += ["", "**The study notes' claims, measured on this data** (median over each regime's finished variants):"]
+    claims = claims_table(table, key.removeprefix("val_"), higher)
+    lines += [
+        "",
+        "**The study notes' claims, measured on this data** (median over each regime's variants; *agrees* or "
+        "*disagrees* only when the difference is larger than the one needed, else *too close to call*):",
+    ]
     lines += ["", claims_markdown(claims)]
     for status, word in (("diverged", "Diverged (loss became NaN or infinite)"), ("failed", "Failed")):
         names = table.loc[table["status"] == status, "variant"].tolist()
