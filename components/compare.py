@@ -120,7 +120,7 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
     if seeds is not None:
         lines += [
             "",
-            f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(seeds, task)}",
+            f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(table, task)}",
         ]
         lines += ["", markdown_table(seeds)]
     elif not finished.empty:
@@ -144,7 +144,10 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
 
 
 def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
-    """Mean and spread of the final validation metric per variant over its seeds; None with one seed each."""
+    """Mean and spread of the final validation metric per variant over its seeds; None with one seed each.
+
+    The spread (standard deviation) needs two finished seeds: with one it is left empty, not 0.
+    """
     key, higher = RANKING[task]
     finished = table[table["status"] == "finished"]
     if finished.empty or finished.groupby("group")["seed"].nunique().max() < 2:
@@ -154,7 +157,7 @@ def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
         {
             "seeds": grouped["seed"].nunique(),
             f"mean_{key}": grouped[f"final_{key}"].mean(),
-            f"sd_{key}": grouped[f"final_{key}"].std(ddof=1).fillna(0.0),
+            f"sd_{key}": grouped[f"final_{key}"].std(ddof=1),
             f"mean_{_test(key)}": grouped[_test(key)].mean(),
             "mean_train_seconds": grouped["train_seconds"].mean(),
         }
@@ -163,21 +166,53 @@ def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
     return out
 
 
-def seed_verdict(seeds: pd.DataFrame, task: str) -> str:
-    """Whether the best variant's lead over the runner-up is larger than the seed-to-seed spread."""
+CONFIDENCE = 0.95  # of the paired interval behind "a clear winner": a false winner in at most 5 % of ties
+
+
+def paired_interval(differences: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its two-sided t-interval at `confidence`: (mean, low, high)."""
+    from scipy.stats import t
+
+    d = np.asarray(differences, dtype=float)
+    mean = float(d.mean())
+    half = float(t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def seed_verdict(table: pd.DataFrame, task: str) -> str:
+    """Whether the best variant (by mean over seeds) beats the runner-up on the seeds both finished.
+
+    Variants with the same seed start from the same weights and see the rows in the same order, so their results
+    are paired: the test is on the per-seed differences, a t-interval at CONFIDENCE; "a clear winner" only when
+    it excludes 0.
+    """
+    seeds = seed_table(table, task)
     key, higher = RANKING[task]
+    if seeds is None:
+        return "One seed per variant: no verdict."
     best = seeds.iloc[0]
     if len(seeds) < 2:
         return f"{best['variant']} is the only variant that finished."
     second = seeds.iloc[1]
-    lead = abs(best[f"mean_{key}"] - second[f"mean_{key}"])
-    # The spread of the difference between two variants' means: their seed spreads combined.
-    spread = math.sqrt(best[f"sd_{key}"] ** 2 / best["seeds"] + second[f"sd_{key}"] ** 2 / second["seeds"])
+    few = [v for v in (best, second) if v["seeds"] < 2]
+    if few:
+        names = " and ".join(f"{v['variant']} ({v['seeds']})" for v in few)
+        return f"No verdict: {names} finished fewer than two seeds; a comparison across seeds needs two each."
+    finished = table[table["status"] == "finished"]
+    values = finished.pivot_table(index="seed", columns="group", values=f"final_{key}", aggfunc="mean")
+    pairs = values[[best["variant"], second["variant"]]].dropna()
+    if len(pairs) < 2:
+        return f"No verdict: {best['variant']} and {second['variant']} finished fewer than two seeds in common."
+    sign = 1 if higher else -1  # positive = the best variant is better
+    mean, low, high = paired_interval(sign * (pairs[best["variant"]] - pairs[second["variant"]]))
     scale, unit = (100, "points") if task == "classification" else (1, key.removeprefix("val_"))
-    said = f"{best['variant']} leads {second['variant']} by {lead * scale:.2g} ± {spread * scale:.2g} {unit}"
-    if lead > 2 * spread and best["seeds"] > 1:
-        return f"{said}: a clear winner (the lead is more than twice its spread)."
-    return f"No clear winner: {said}, within twice the spread across seeds."
+    said = (
+        f"{best['variant']} leads {second['variant']} by {mean * scale:.2g} {unit} on average over "
+        f"{len(pairs)} paired seeds ({CONFIDENCE:.0%} interval {low * scale:.2g} to {high * scale:.2g})"
+    )
+    if low > 0:
+        return f"{said}: a clear winner (the interval excludes 0)."
+    return f"No clear winner: {said}, an interval that includes 0."
 
 
 def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str, folder: Path) -> list[Path]:
