@@ -319,24 +319,41 @@ def _last(h: pd.DataFrame, key: str) -> float:
 
 
 def noise_scale_note(table: pd.DataFrame) -> str:
-    """Where the swept batch sizes sit against the measured gradient noise scale (critical batch size)."""
-    finished = table[(table["status"] == "finished") & table["noise_scale"].notna()]
-    if finished.empty:
+    """Where each variant's batch size sits against its own gradient noise scale at the end of its training."""
+    finished = table[table["status"] == "finished"]
+    if finished.empty or "noise_scale" not in finished:
         return ""
-    critical = float(finished["noise_scale"].median())
-    sizes = sorted(set(finished["batch_size"]))
-    below = [str(s) for s in sizes if s < critical / 2]
-    near = [str(s) for s in sizes if critical / 2 <= s <= critical * 2]
-    above = [str(s) for s in sizes if s > critical * 2]
-    parts = [
-        f"\n**Gradient noise scale** (McCandlish et al. 2018) at the end of training: about {critical:.0f} rows "
-        "(median over the finished variants) — the critical batch size, beyond which bigger batches mostly "
-        "buy smoother updates rather than more progress per update."
-    ]
-    for words, group in (("well below it", below), ("near it", near), ("well above it", above)):
-        if group:
-            parts.append(f"Batch sizes {words}: {', '.join(group)}.")
-    return " ".join(parts)
+    measured = finished.dropna(subset=["noise_scale"])
+    head = (
+        "\n**Gradient noise scale** (McCandlish et al. 2018), each variant's own at the end of its training: the "
+        "critical batch size, beyond which bigger batches mostly buy smoother updates rather than more progress "
+        "per update. Each batch size against the noise scale of its own variants"
+    )
+    if "noise_scale_se" in measured and measured["noise_scale_se"].notna().any():
+        relative = (measured["noise_scale_se"] / measured["noise_scale"]).max()
+        head += " (exact)" if relative == 0 else f" (estimated; standard errors up to {relative:.0%})"
+    head, sizes = head + ":", []
+    for size, rows in measured.groupby("batch_size", sort=True):
+        ratio = size / rows["noise_scale"]
+        counts = [
+            f"{words} in {n}" for words, n in (
+                ("well below it (under half)", int((ratio < 0.5).sum())),
+                ("near it", int(((ratio >= 0.5) & (ratio <= 2)).sum())),
+                ("well above it (over twice)", int((ratio > 2).sum())),
+            ) if n
+        ]  # fmt: skip
+        name = f"full batch ({size} rows)" if (rows["regime"] == "batch").all() else f"batch size {size}"
+        low, high = rows["noise_scale"].min(), rows["noise_scale"].max()
+        span = f"{low:,.0f}" if round(low) == round(high) else f"{low:,.0f} to {high:,.0f}"
+        sizes.append(f"{name}: {', '.join(counts)} of {len(rows)} (noise scales {span} rows)")
+    missing = finished.loc[finished["noise_scale"].isna(), "variant"].tolist()
+    if missing:
+        sizes.append(f"not measurable at the end: {', '.join(missing)}")
+    text = f"{head} {'; '.join(sizes)}."
+    if "noise_scale_unmeasured" in finished and finished["noise_scale_unmeasured"].fillna(0).sum() > 0:
+        count = int(finished["noise_scale_unmeasured"].fillna(0).sum())
+        text += f" {count} measurement(s) along the way could not be made (none is filled in from another)."
+    return text
 
 
 def _usable(records: list[VariantRecord]) -> list[VariantRecord]:

@@ -95,3 +95,50 @@ def test_not_measurable_says_why():
 def test_groups_per_pass_fits_the_memory():
     assert groups_per_pass(17226, 256) == 256 * 2**20 // (4 * 17226)
     assert groups_per_pass(10**9, 1) == 1
+
+
+def _variants(noise, se=None, unmeasured=None):
+    import pandas as pd
+
+    rows = []
+    for (name, size, regime, value), s, u in zip(
+        noise, se or [None] * len(noise), unmeasured or [None] * len(noise), strict=True
+    ):
+        rows.append(
+            {"variant": name, "batch_size": size, "regime": regime, "status": "finished", "noise_scale": value}
+            | ({"noise_scale_se": s} if se else {})
+            | ({"noise_scale_unmeasured": u} if unmeasured else {})
+        )
+    return pd.DataFrame(rows)
+
+
+def test_each_batch_size_is_compared_with_its_own_variants_noise_scale():
+    from components.compare import noise_scale_note
+
+    table = _variants(
+        [
+            ("adam-bs1", 1, "stochastic", 300.0),
+            ("sgd-bs1", 1, "stochastic", 40.0),
+            ("adam-bs256", 256, "minibatch", 100.0),  # 2.56 x its noise scale: well above
+            ("sgd-bs256", 256, "minibatch", 200.0),  # 1.28 x: near
+            ("adam-full", 1257, "batch", float("nan")),
+        ],
+        se=[0.0] * 4 + [float("nan")],
+    )
+    note = noise_scale_note(table)
+    assert "each variant's own at the end of its training" in note and "(exact):" in note
+    assert ": batch size 1: well below it (under half) in 2 of 2 (noise scales 40 to 300 rows); " in note
+    assert (
+        "; batch size 256: near it in 1, well above it (over twice) in 1 of 2 (noise scales 100 to 200 rows);" in note
+    )
+    assert note.endswith("; not measurable at the end: adam-full.")
+
+
+def test_the_note_says_estimated_and_counts_unmeasurable_epochs():
+    from components.compare import noise_scale_note
+
+    table = _variants([("adam-full", 1257, "batch", 500.0)], se=[25.0], unmeasured=[2])
+    note = noise_scale_note(table)
+    assert "(estimated; standard errors up to 5%):" in note
+    assert "full batch (1257 rows): well above it (over twice) in 1 of 1 (noise scales 500 rows)." in note
+    assert note.endswith("2 measurement(s) along the way could not be made (none is filled in from another).")
