@@ -106,7 +106,10 @@ def comparison_table(
                 "sharpness_top_eigenvalue": f.get("sharpness_top_eigenvalue", np.nan),
                 "sharpness_epsilon": f.get("sharpness_epsilon", np.nan),
                 "process_peak_memory_mb": f.get("process_peak_memory_mb", np.nan),
-                "noise_scale": _last(h, "noise_scale"),
+                # At the variant's end: empty when the last epoch's noise scale could not be measured.
+                "noise_scale": _at_end(h, "noise_scale"),
+                "noise_scale_se": _at_end(h, "noise_scale_se"),
+                "noise_scale_unmeasured": _last(h, "noise_scale_unmeasured"),
                 "val_rows": _int(r.params.get("val_rows")),
                 "test_rows": _int(r.params.get("test_rows")),
                 "diverged": r.diverged,
@@ -150,7 +153,7 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
     if seeds is not None:
         lines += [
             "",
-            f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(seeds, task)}",
+            f"**Across seeds** (final {key}, mean and standard deviation per variant): {seed_verdict(table, task)}",
         ]
         lines += ["", markdown_table(seeds)]
     elif not finished.empty:
@@ -160,8 +163,12 @@ def summary_markdown(table: pd.DataFrame, task: str, target: float | None, title
         )
     spread = seeds.set_index("variant")[f"sd_{key}"] if seeds is not None else None
     lines += slope_lines(table) + inclusion_lines(table, key, higher, spread)
-    claims = claims_table(table, _test(key), higher)
-    lines += ["", "**The study notes' claims, measured on this data** (median over each regime's finished variants):"]
+    claims = claims_table(table, key.removeprefix("val_"), higher)
+    lines += [
+        "",
+        "**The study notes' claims, measured on this data** (median over each regime's variants; *agrees* or "
+        "*disagrees* only when the difference is larger than the one needed, else *too close to call*):",
+    ]
     lines += ["", claims_markdown(claims)]
     for status, word in (
         ("collapsed", "Collapsed (finished but learned nothing: validation score near chance)"),
@@ -198,10 +205,11 @@ def _headline(table: pd.DataFrame, task: str, target: float | None, seeds: pd.Da
     ]
     if target is None:
         return lines
-    # A variant reaches the target when every one of its seeds does; its time is their mean.
-    reach = table[table["status"].isin(["finished", "collapsed", "diverged"])].groupby("group", sort=False)
+    # A variant reaches the target when every one of its seeds finished and reached it; its time is their mean.
+    reach = table.groupby("group", sort=False)
     timed = reach[["seconds_to_target", "epochs_to_target", "updates_to_target"]].mean()
-    timed = timed[reach["seconds_to_target"].apply(lambda s: s.notna().all())].sort_values("seconds_to_target")
+    ok = reach.apply(lambda rows: (rows["status"] == "finished").all() and rows["seconds_to_target"].notna().all())
+    timed = timed[ok].sort_values("seconds_to_target")
     if timed.empty:
         return [*lines, f"\nNo variant reached the target {key} {target:.4f}."]
     fastest, f = timed.index[0], timed.iloc[0]
@@ -215,7 +223,10 @@ def _headline(table: pd.DataFrame, task: str, target: float | None, seeds: pd.Da
 
 
 def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
-    """Mean and spread of the final validation metric per variant over its seeds; None with one seed each."""
+    """Mean and spread of the final validation metric per variant over its seeds; None with one seed each.
+
+    The spread (standard deviation) needs two finished seeds: with one it is left empty, not 0.
+    """
     key, higher = RANKING[task]
     finished = table[table["status"] == "finished"]
     if finished.empty or finished.groupby("group")["seed"].nunique().max() < 2:
@@ -225,7 +236,7 @@ def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
         {
             "seeds": grouped["seed"].nunique(),
             f"mean_{key}": grouped[f"final_{key}"].mean(),
-            f"sd_{key}": grouped[f"final_{key}"].std(ddof=1).fillna(0.0),
+            f"sd_{key}": grouped[f"final_{key}"].std(ddof=1),
             f"mean_{_test(key)}": grouped[_test(key)].mean(),
             "mean_train_seconds": grouped["train_seconds"].mean(),
         }
@@ -234,21 +245,53 @@ def seed_table(table: pd.DataFrame, task: str) -> pd.DataFrame | None:
     return out
 
 
-def seed_verdict(seeds: pd.DataFrame, task: str) -> str:
-    """Whether the best variant's lead over the runner-up is larger than the seed-to-seed spread."""
+CONFIDENCE = 0.95  # of the paired interval behind "a clear winner": a false winner in at most 5 % of ties
+
+
+def paired_interval(differences: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its two-sided t-interval at `confidence`: (mean, low, high)."""
+    from scipy.stats import t
+
+    d = np.asarray(differences, dtype=float)
+    mean = float(d.mean())
+    half = float(t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def seed_verdict(table: pd.DataFrame, task: str) -> str:
+    """Whether the best variant (by mean over seeds) beats the runner-up on the seeds both finished.
+
+    Variants with the same seed start from the same weights and see the rows in the same order, so their results
+    are paired: the test is on the per-seed differences, a t-interval at CONFIDENCE; "a clear winner" only when
+    it excludes 0.
+    """
+    seeds = seed_table(table, task)
     key, higher = RANKING[task]
+    if seeds is None:
+        return "One seed per variant: no verdict."
     best = seeds.iloc[0]
     if len(seeds) < 2:
         return f"{best['variant']} is the only variant that finished."
     second = seeds.iloc[1]
-    lead = abs(best[f"mean_{key}"] - second[f"mean_{key}"])
-    # The spread of the difference between two variants' means: their seed spreads combined.
-    spread = math.sqrt(best[f"sd_{key}"] ** 2 / best["seeds"] + second[f"sd_{key}"] ** 2 / second["seeds"])
+    few = [v for v in (best, second) if v["seeds"] < 2]
+    if few:
+        names = " and ".join(f"{v['variant']} ({v['seeds']})" for v in few)
+        return f"No verdict: {names} finished fewer than two seeds; a comparison across seeds needs two each."
+    finished = table[table["status"] == "finished"]
+    values = finished.pivot_table(index="seed", columns="group", values=f"final_{key}", aggfunc="mean")
+    pairs = values[[best["variant"], second["variant"]]].dropna()
+    if len(pairs) < 2:
+        return f"No verdict: {best['variant']} and {second['variant']} finished fewer than two seeds in common."
+    sign = 1 if higher else -1  # positive = the best variant is better
+    mean, low, high = paired_interval(sign * (pairs[best["variant"]] - pairs[second["variant"]]))
     scale, unit = (100, "points") if task == "classification" else (1, key.removeprefix("val_"))
-    said = f"{best['variant']} leads {second['variant']} by {lead * scale:.2g} ± {spread * scale:.2g} {unit}"
-    if lead > 2 * spread and best["seeds"] > 1:
-        return f"{said}: a clear winner (the lead is more than twice its spread)."
-    return f"No clear winner: {said}, within twice the spread across seeds."
+    said = (
+        f"{best['variant']} leads {second['variant']} by {mean * scale:.2g} {unit} on average over "
+        f"{len(pairs)} paired seeds ({CONFIDENCE:.0%} interval {low * scale:.2g} to {high * scale:.2g})"
+    )
+    if low > 0:
+        return f"{said}: a clear winner (the interval excludes 0)."
+    return f"No clear winner: {said}, an interval that includes 0."
 
 
 def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str, folder: Path) -> list[Path]:
@@ -356,30 +399,51 @@ def _float(value: str | None) -> float:
         return np.nan
 
 
+def _at_end(h: pd.DataFrame, key: str) -> float:
+    return float(h[key].iloc[-1]) if key in h and len(h) else np.nan
+
+
 def _last(h: pd.DataFrame, key: str) -> float:
     values = h[key].dropna() if key in h else pd.Series(dtype=float)
     return float(values.iloc[-1]) if len(values) else np.nan
 
 
 def noise_scale_note(table: pd.DataFrame) -> str:
-    """Where the swept batch sizes sit against the measured gradient noise scale (critical batch size)."""
-    finished = table[(table["status"] == "finished") & table["noise_scale"].notna()]
-    if finished.empty:
+    """Where each variant's batch size sits against its own gradient noise scale at the end of its training."""
+    finished = table[table["status"] == "finished"]
+    if finished.empty or "noise_scale" not in finished:
         return ""
-    critical = float(finished["noise_scale"].median())
-    sizes = sorted(set(finished["batch_size"]))
-    below = [str(s) for s in sizes if s < critical / 2]
-    near = [str(s) for s in sizes if critical / 2 <= s <= critical * 2]
-    above = [str(s) for s in sizes if s > critical * 2]
-    parts = [
-        f"\n**Gradient noise scale** (McCandlish et al. 2018) at the end of training: about {critical:.0f} rows "
-        "(median over the finished variants) — the critical batch size, beyond which bigger batches mostly "
-        "buy smoother updates rather than more progress per update."
-    ]
-    for words, group in (("well below it", below), ("near it", near), ("well above it", above)):
-        if group:
-            parts.append(f"Batch sizes {words}: {', '.join(group)}.")
-    return " ".join(parts)
+    measured = finished.dropna(subset=["noise_scale"])
+    head = (
+        "\n**Gradient noise scale** (McCandlish et al. 2018), each variant's own at the end of its training: the "
+        "critical batch size, beyond which bigger batches mostly buy smoother updates rather than more progress "
+        "per update. Each batch size against the noise scale of its own variants"
+    )
+    if "noise_scale_se" in measured and measured["noise_scale_se"].notna().any():
+        relative = (measured["noise_scale_se"] / measured["noise_scale"]).max()
+        head += " (exact)" if relative == 0 else f" (estimated; standard errors up to {relative:.0%})"
+    head, sizes = head + ":", []
+    for size, rows in measured.groupby("batch_size", sort=True):
+        ratio = size / rows["noise_scale"]
+        counts = [
+            f"{words} in {n}" for words, n in (
+                ("well below it (under half)", int((ratio < 0.5).sum())),
+                ("near it", int(((ratio >= 0.5) & (ratio <= 2)).sum())),
+                ("well above it (over twice)", int((ratio > 2).sum())),
+            ) if n
+        ]  # fmt: skip
+        name = f"full batch ({size} rows)" if (rows["regime"] == "batch").all() else f"batch size {size}"
+        low, high = rows["noise_scale"].min(), rows["noise_scale"].max()
+        span = f"{low:,.0f}" if round(low) == round(high) else f"{low:,.0f} to {high:,.0f}"
+        sizes.append(f"{name}: {', '.join(counts)} of {len(rows)} (noise scales {span} rows)")
+    missing = finished.loc[finished["noise_scale"].isna(), "variant"].tolist()
+    if missing:
+        sizes.append(f"not measurable at the end: {', '.join(missing)}")
+    text = f"{head} {'; '.join(sizes)}."
+    if "noise_scale_unmeasured" in finished and finished["noise_scale_unmeasured"].fillna(0).sum() > 0:
+        count = int(finished["noise_scale_unmeasured"].fillna(0).sum())
+        text += f" {count} measurement(s) along the way could not be made (none is filled in from another)."
+    return text
 
 
 def _usable(records: list[VariantRecord]) -> list[VariantRecord]:

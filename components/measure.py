@@ -1,37 +1,25 @@
 """Measure what the textbook claims during training: gradient noise scale, per-layer gradient and update norms.
 
-The gradient noise scale follows McCandlish et al. (2018), "An Empirical Model of Large-Batch Training",
-appendix A: from squared norms of mini-batch gradients at two batch sizes b < B,
-    |G|^2 ~ (B |G_B|^2 - b |G_b|^2) / (B - b)        S ~ (|G_b|^2 - |G_B|^2) / (1/b - 1/B)
-are unbiased estimates of the true gradient's squared norm and of tr(Sigma), the summed per-example
-gradient variance; their ratio B_simple = S / |G|^2 is the batch size beyond which bigger batches
-mostly buy less noise rather than more progress per update (the "critical batch size").
+The noise scale (components/noise.py) needs the squared norms of mean gradients over many small groups of the
+probe rows. They are computed in one vectorised call (`tf.vectorized_map` over the groups: every group's gradient
+at once, no Python loop), in passes whose gradients fit `memory_mb`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from components.noise import NoiseScale, groups_per_pass, noise_scale, partitions
 
-def noise_scale(small_sq: float, big_sq: float, small: int, big: int) -> tuple[float, float]:
-    """Unbiased (|G|^2, tr(Sigma)) from mean squared gradient norms at batch sizes small < big."""
-    g2 = (big * big_sq - small * small_sq) / (big - small)
-    trace = (small_sq - big_sq) / (1 / small - 1 / big)
-    return g2, trace
+METHODS = ("auto", "exact", "two_batch")
 
 
-def exact_noise_scale(per_example: np.ndarray) -> float:
-    """B_simple from per-example gradients (rows): tr(Sigma) / |G|^2, for checking the estimator."""
-    mean = per_example.mean(axis=0)
-    trace = float(((per_example - mean) ** 2).sum(axis=1).mean())
-    return trace / float((mean**2).sum())
-
-
-def gradients(model: keras.Model, loss: Callable, x: np.ndarray, y: np.ndarray) -> list[tf.Tensor]:
+def gradients(model: keras.Model, loss: Callable, x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
     """Gradient of the mean loss over rows (x, y) with respect to every trainable weight."""
     with tf.GradientTape() as tape:
         value = tf.reduce_mean(loss(y, model(x, training=False)))  # a Keras loss function returns one per row
@@ -39,49 +27,89 @@ def gradients(model: keras.Model, loss: Callable, x: np.ndarray, y: np.ndarray) 
 
 
 def squared_norm(grads: list[tf.Tensor]) -> tf.Tensor:
-    return tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-
-
-def mean_squared_norm(
-    model: keras.Model, loss: Callable, x: np.ndarray, y: np.ndarray, size: int, draws: int, rng: np.random.Generator
-) -> float:
-    """Mean of |g_b|^2 over `draws` random batches of `size` rows."""
-    rows = np.stack([rng.choice(len(x), size=size, replace=False) for _ in range(draws)])
-    rows = tf.constant(rows.astype(np.int32))
-    return float(_Compiled(model, loss).measure(tf.constant(x), tf.constant(y), rows, rows)[1])
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads])
 
 
 class _Compiled:
-    """The probe's gradient computations as TensorFlow graphs, traced once per model."""
+    """The probe's gradient computations as TensorFlow graphs of the weights' values (Keras' stateless call).
 
-    def __init__(self, model: keras.Model, loss: Callable) -> None:
-        self.model = model
+    The weights are inputs, not captured variables, so one trace serves every model of the same architecture:
+    a sweep's variants share it and pay the tracing (more than all of a variant's measurements) once per process.
+    """
 
-        # autograph=False and one function: it traces once per variant, and tracing (autograph's above
-        # all) would otherwise cost more than all the epochs' measurements together.
-        @tf.function(autograph=False, reduce_retracing=True)
-        def measure(x: tf.Tensor, y: tf.Tensor, small: tf.Tensor, big: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            norms = tf.stack([tf.norm(g) for g in gradients(model, loss, x, y)])
-            return norms, mean_sq(x, y, small), mean_sq(x, y, big)
+    def __init__(self, model: keras.Model, loss: Callable, x: tf.Tensor, y: tf.Tensor) -> None:
+        self.model = model  # the first model of its architecture: its layers trace the graphs
+        values = [[tf.TensorSpec(v.shape, v.dtype) for v in vs] for vs in (_trainable(model), _others(model))]
+        data = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in (x, y)]
+        rows = tf.TensorSpec([None, None], tf.int32)
 
-        def mean_sq(x: tf.Tensor, y: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-            def add(i: tf.Tensor, total: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                grads = gradients(model, loss, tf.gather(x, rows[i]), tf.gather(y, rows[i]))
-                return i + 1, total + tf.cast(squared_norm(grads), tf.float32)
+        def gradients_of(weights: list, others: list, x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch(weights)
+                predicted, _ = model.stateless_call(weights, others, x, training=False)
+                value = tf.reduce_mean(loss(y, predicted))
+            return tape.gradient(value, weights)
 
-            draws = tf.shape(rows)[0]
-            _, total = tf.while_loop(lambda i, _: i < draws, add, (tf.constant(0), tf.constant(0.0)))
-            return total / tf.cast(draws, tf.float32)
+        # autograph=False and fixed signatures: each traces once (single rows and groups alike).
+        @tf.function(autograph=False, input_signature=[*values, *data])
+        def layer_norms(weights: list, others: list, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            return tf.stack([tf.norm(g) for g in gradients_of(weights, others, x, y)])
 
-        self.measure = measure
+        @tf.function(autograph=False, input_signature=[*values, *data, rows])
+        def group_sq(weights: list, others: list, x: tf.Tensor, y: tf.Tensor, groups: tf.Tensor) -> tf.Tensor:
+            def one(group: tf.Tensor) -> tf.Tensor:
+                return squared_norm(gradients_of(weights, others, tf.gather(x, group), tf.gather(y, group)))
+
+            return tf.vectorized_map(one, groups)
+
+        self._layer_norms, self._group_sq = layer_norms, group_sq
+
+    def layer_norms(self, model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> np.ndarray:
+        return self._layer_norms(_trainable(model), _others(model), x, y).numpy().astype(np.float64)
+
+    def group_sq(self, model: keras.Model, x: tf.Tensor, y: tf.Tensor, groups: np.ndarray) -> np.ndarray:
+        return self._group_sq(_trainable(model), _others(model), x, y, groups).numpy()
+
+
+_GRAPHS: dict[str, _Compiled] = {}  # by architecture, loss and probe shapes; the latest few
+
+
+def _graphs(model: keras.Model, loss: Callable, x: tf.Tensor, y: tf.Tensor) -> _Compiled:
+    """The compiled graphs for `model`: shared with every earlier model of the very same configuration."""
+    try:
+        parts = [model.to_json(), keras.losses.serialize(loss), [(str(t.dtype), list(t.shape[1:])) for t in (x, y)]]
+        key = json.dumps(parts, default=str)
+    except (TypeError, ValueError, NotImplementedError):  # a model or loss Keras cannot describe: not shared
+        return _Compiled(model, loss, x, y)
+    if key not in _GRAPHS:
+        while len(_GRAPHS) >= 4:
+            _GRAPHS.pop(next(iter(_GRAPHS)))
+        _GRAPHS[key] = _Compiled(model, loss, x, y)
+    return _GRAPHS[key]
+
+
+def _trainable(model: keras.Model) -> list[tf.Tensor]:
+    return [tf.convert_to_tensor(v) for v in model.trainable_variables]
+
+
+def _others(model: keras.Model) -> list[tf.Tensor]:
+    return [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
 
 
 class GradientProbe(keras.callbacks.Callback):
-    """At each epoch's end: noise scale estimate, per-layer gradient norms and per-layer update norms.
+    """At each epoch's end: per-layer gradient and update norms; the gradient noise scale at epochs 1, 2, 4, ...
+    and the last of `epochs` (evenly spaced on the log scale of epochs that training curves need).
 
-    Costs 2 x `draws` + 1 extra gradient evaluations per epoch (compiled); it changes no weight and no
-    random state that training uses (it has its own generator). The measurements are added to the
-    epoch's `logs` (so they are recorded with the epoch) and, when given, passed to `on_measure`.
+    `method`: exact = from every probe row's own gradient (the true value for those rows, standard error 0);
+    two_batch = estimated from `draws` random splits of the probe rows into batches of `small` rows and the
+    gradient of all of them (unbiased; its standard error is the spread of the draws); auto = two_batch, and exact
+    at the last epoch when the per-example gradients of all probe rows fit `memory_mb`.
+    `population`: the training rows the probe rows were drawn from (None: the probe rows are all of them).
+
+    It changes no weight and no random state that training uses (it has its own generator). The measurements are
+    added to the epoch's `logs` (so they are recorded with the epoch) and, when given, passed to `on_measure`.
+    An epoch whose noise scale cannot be measured logs none (never an earlier epoch's) and is counted in
+    `noise_scale_unmeasured`.
     """
 
     def __init__(
@@ -90,51 +118,86 @@ class GradientProbe(keras.callbacks.Callback):
         x: np.ndarray,
         y: np.ndarray,
         on_measure: Callable[[int, dict[str, float]], None] | None = None,
+        method: str = "auto",
         small: int = 8,
-        big: int = 256,
-        draws: int = 4,
-        smoothing: float = 0.5,
+        draws: int = 3,
+        memory_mb: float = 256.0,
+        population: int | None = None,
+        epochs: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"noise method {method!r} is not one of {', '.join(METHODS)}")
         self.loss, self.x, self.y, self.on_measure = loss, tf.constant(x), tf.constant(y), on_measure
         self.n = len(x)
-        self.big = min(big, self.n)
-        self.small = min(small, max(1, self.big // 4))
-        self.draws, self.smoothing = draws, smoothing
+        self.method, self.draws, self.memory_mb, self.epochs = method, draws, memory_mb, epochs
+        self.small = max(1, min(small, self.n // 2))
+        self.population = population if population and population > self.n else None
         self.rng = np.random.default_rng(seed)
-        self._g2 = self._trace = None
+        self.unmeasured = 0
+        self.last: NoiseScale | None = None
         self._start: list[np.ndarray] = []
         self._compiled: _Compiled | None = None
+        self._model: keras.Model | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = [np.array(v.numpy()) for v in self.model.trainable_variables]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._compiled is None or self._compiled.model is not self.model:
-            self._compiled = _Compiled(self.model, self.loss)
         record: dict[str, float] = {}
-        small, big = self._rows(self.small), self._rows(self.big)
-        norms, small_sq, big_sq = (t.numpy() for t in self._compiled.measure(self.x, self.y, small, big))
+        norms = self._graphs().layer_norms(self.model, self.x, self.y)
         for variable, norm, start in zip(self.model.trainable_variables, norms, self._start, strict=True):
             # "grad_norm/hidden_1/kernel": MLflow's chart view groups metrics by the part before "/".
             name = variable.path.removeprefix(f"{self.model.name}/")
             record[f"grad_norm/{name}"] = float(norm)
             record[f"update_norm/{name}"] = float(np.linalg.norm(variable.numpy() - start))
-        if self.small < self.big:
-            g2, trace = noise_scale(float(small_sq), float(big_sq), self.small, self.big)
-            # Smooth numerator and denominator separately (the paper's advice), then divide.
-            a = self.smoothing
-            self._g2 = g2 if self._g2 is None else a * self._g2 + (1 - a) * g2
-            self._trace = trace if self._trace is None else a * self._trace + (1 - a) * trace
-            # Early on, or on tiny data, the estimates can come out non-positive: not measurable, not zero.
-            if self._g2 > 0 and self._trace > 0 and np.isfinite(self._g2) and np.isfinite(self._trace):
-                record["noise_scale"] = self._trace / self._g2
+        if self.noise_at(epoch):
+            self.last = self.measure_noise(self.exact_at(epoch), mean_sq=float(np.sum(norms**2)))
+            if self.last.measurable:
+                record["noise_scale"] = self.last.value
+                record["noise_scale_se"] = self.last.se
+            else:
+                self.unmeasured += 1
+            record["noise_scale_unmeasured"] = float(self.unmeasured)
         if logs is not None:
             logs.update(record)
         if self.on_measure is not None:
             self.on_measure(epoch + 1, record)
 
-    def _rows(self, size: int) -> tf.Tensor:
-        """`draws` random batches of `size` rows (without replacement within a batch)."""
-        return tf.constant(np.stack([self.rng.choice(self.n, size=size, replace=False) for _ in range(self.draws)]))
+    def noise_at(self, epoch: int) -> bool:
+        """Whether the noise scale is measured at the end of `epoch` (0-based): epochs 1, 2, 4, 8, ... and the last
+        (every epoch when the number of epochs is not known)."""
+        done = epoch + 1
+        return self.epochs is None or done == self.epochs or done & (done - 1) == 0
+
+    def exact_at(self, epoch: int) -> bool:
+        """Whether the noise scale at the end of `epoch` (0-based) is computed exactly."""
+        if self.method == "exact":
+            return True
+        if self.method == "two_batch" or self.epochs is None or epoch + 1 != self.epochs:
+            return False
+        return self.n <= groups_per_pass(self._parameters(), self.memory_mb)
+
+    def measure_noise(self, exact: bool, mean_sq: float | None = None) -> NoiseScale:
+        """The noise scale at the current weights (`mean_sq`: |mean gradient of all probe rows|^2, when known)."""
+        compiled = self._graphs()
+        if mean_sq is None:
+            mean_sq = float(np.sum(compiled.layer_norms(self.model, self.x, self.y) ** 2))
+        group, draws = (1, 1) if exact else (self.small, self.draws)
+        if exact:
+            groups = np.arange(self.n, dtype=np.int32).reshape(-1, 1)
+        else:
+            groups = partitions(self.n, group, draws, self.rng)
+        step = groups_per_pass(self._parameters(), self.memory_mb)
+        passes = range(0, len(groups), step)
+        sq = np.concatenate([compiled.group_sq(self.model, self.x, self.y, groups[i : i + step]) for i in passes])
+        return noise_scale(sq.reshape(draws, -1), mean_sq, group, self.n, self.population, exact=exact)
+
+    def _graphs(self) -> _Compiled:
+        if self._compiled is None or self._model is not self.model:
+            self._compiled, self._model = _graphs(self.model, self.loss, self.x, self.y), self.model
+        return self._compiled
+
+    def _parameters(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)

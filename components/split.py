@@ -35,11 +35,11 @@ class SplitReport:
     rows_in: int
     missing_target_dropped: int
     duplicates_dropped: int
-    conflicting_rows: int
+    conflicting_rows: int  # rows whose features equal another row's, with a different label
     rows: dict[str, int]
     class_shares: dict[str, dict[str, float]]
     max_share_deviation: float
-    rows_in_two_splits: int
+    rows_in_two_splits: int  # feature vectors found in more than one split, whatever their labels
     seed: int
 
     def to_dict(self) -> dict:
@@ -72,8 +72,10 @@ def split_dataset(ds: Dataset, validation: float, test: float, seed: int) -> Spl
     frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     hashes = pd.util.hash_pandas_object(frame, index=False)
     keep = ~hashes.duplicated()
-    frame, hashes = frame[keep].reset_index(drop=True), hashes[keep].reset_index(drop=True)
-    conflicting = int(frame.drop(columns=[_TARGET]).duplicated(keep=False).sum())
+    frame = frame[keep].reset_index(drop=True)
+    # Equal features with different labels: kept (both are data), reported, and counted as a leak if split apart.
+    features = pd.util.hash_pandas_object(frame.drop(columns=[_TARGET]), index=False)
+    conflicting = int(features.duplicated(keep=False).sum())
 
     strata = _strata(frame[_TARGET], ds.task)
     n = len(frame)
@@ -92,8 +94,8 @@ def split_dataset(ds: Dataset, validation: float, test: float, seed: int) -> Spl
     parts = {k: _part(frame, v, ds.target_name) for k, v in index.items()}
     classes = sorted(frame[_TARGET].unique().tolist()) if ds.task == "classification" else []
     shares, deviation = _class_shares(frame[_TARGET], index, ds.task)
-    seen = [set(hashes.iloc[v]) for v in index.values()]
-    overlap = len(seen[0] & seen[1]) + len(seen[0] & seen[2]) + len(seen[1] & seen[2])
+    seen = [set(features.iloc[v]) for v in index.values()]
+    overlap = len((seen[0] & seen[1]) | (seen[0] & seen[2]) | (seen[1] & seen[2]))  # feature vectors, any label
     report = SplitReport(
         rows_in=rows_in,
         missing_target_dropped=missing,

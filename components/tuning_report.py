@@ -79,9 +79,10 @@ def inclusion_lines(table: pd.DataFrame, key: str, higher: bool, spread: pd.Seri
             if (special, size) not in means:
                 continue
             a, b = means[(general, size)], means[(special, size)]
+            noise = math.nan
             if spread is not None and groups[(general, size)] in spread and groups[(special, size)] in spread:
                 noise = math.hypot(spread[groups[(general, size)]], spread[groups[(special, size)]])
-            else:
+            if not math.isfinite(noise):  # one seed (or one finished seed): a stated minimum instead
                 noise = 0.01 if higher else 0.01 * abs(b)
             worse = b - a if higher else a - b
             if worse > noise:

@@ -23,6 +23,8 @@ EPOCH_KEYS = [
     "epoch_seconds",
     "updates",
     "noise_scale",
+    "noise_scale_se",
+    "noise_scale_unmeasured",
     "loss_noise",
 ]
 # The validation checks (after 2^k updates and every epoch's end), logged with step = updates.

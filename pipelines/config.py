@@ -64,9 +64,10 @@ class TrainingConfig(_Strict):
 
 class MeasureConfig(_Strict):
     gradients: bool
+    noise_method: Literal["auto", "exact", "two_batch"]
+    noise_memory_mb: Annotated[float, Field(gt=0)]
     noise_small_batch: Annotated[int, Field(gt=0)]
-    noise_big_batch: Annotated[int, Field(gt=1)]
-    noise_draws: Annotated[int, Field(gt=0)]
+    noise_draws: Annotated[int, Field(ge=2)]
     probe_rows: Annotated[int, Field(gt=1)]
 
 

@@ -258,9 +258,12 @@ def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
         keras.losses.get(LOSSES[prepared.split.task]),
         x,
         y,
+        method=m.noise_method,
         small=m.noise_small_batch,
-        big=m.noise_big_batch,
         draws=m.noise_draws,
+        memory_mb=m.noise_memory_mb,
+        population=len(prepared.arrays.y_train),
+        epochs=cfg.training.epochs,
         seed=cfg.training.seed,
     )
 

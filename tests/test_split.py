@@ -37,6 +37,18 @@ def test_duplicates_dropped_and_conflicts_reported():
     assert sum(split.report.rows.values()) == 11
 
 
+def test_a_feature_vector_in_two_splits_counts_whatever_its_labels():
+    # 30 feature vectors, each twice with opposite labels, and 60 ordinary rows: the split spreads some pairs
+    features = pd.DataFrame({"a": list(range(30)) * 2 + list(range(100, 160)), "b": [1.5] * 120})
+    target = [0] * 30 + [1] * 30 + [0, 1] * 30
+    split = split_dataset(_dataset(features, target), 0.2, 0.2, seed=0)
+    parts = [set(map(tuple, p.features.to_numpy().tolist())) for p in split.parts().values()]
+    in_two = (parts[0] & parts[1]) | (parts[0] & parts[2]) | (parts[1] & parts[2])
+    assert split.report.conflicting_rows == 60  # kept apart: rows with equal features and different labels
+    assert split.report.rows_in_two_splits == len(in_two) > 0
+    assert not (_rows(split.train) & _rows(split.test))  # no (features, label) row is in two splits
+
+
 def test_missing_targets_are_dropped_and_counted():
     features = pd.DataFrame({"a": range(12)})
     target = [0, 1] * 5 + [None, None]
@@ -87,7 +99,8 @@ def test_class_too_small_to_stratify():
     test=st.sampled_from([0.1, 0.2, 0.3]),
 )
 def test_split_invariants(sizes, values, seed, test):
-    """No row in two splits; each class share within one row of exact; dedup is idempotent."""
+    """No row in two splits (features in two only with conflicting labels); class shares within one row of exact;
+    dedup is idempotent."""
     labels = [label for label, size in enumerate(sizes) for _ in range(size)]
     n = len(labels)
     features = pd.DataFrame({"a": values[:n], "b": np.arange(n) % 7})
@@ -96,7 +109,10 @@ def test_split_invariants(sizes, values, seed, test):
         split = split_dataset(ds, 0.0, test, seed)
     except InputError:
         assume(False)  # too few rows left for a class or the test split: refused with a message, not split badly
-    assert split.report.rows_in_two_splits == 0
+    shared = {tuple(r) for r in split.train.features.to_numpy().tolist()}
+    shared &= {tuple(r) for r in split.test.features.to_numpy().tolist()}
+    assert split.report.rows_in_two_splits == len(shared)
+    assert split.report.conflicting_rows or not shared
     assert not (_rows(split.train) & _rows(split.test))
     kept = pd.concat([split.train.target, split.test.target])
     for label, total in kept.value_counts().items():
