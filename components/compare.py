@@ -110,8 +110,8 @@ def comparison_table(
                 "noise_scale": _at_end(h, "noise_scale"),
                 "noise_scale_se": _at_end(h, "noise_scale_se"),
                 "noise_scale_unmeasured": _last(h, "noise_scale_unmeasured"),
-                "val_rows": _int(r.params.get("val_rows")),
-                "test_rows": _int(r.params.get("test_rows")),
+                "val_rows": _float(r.params.get("val_rows")),
+                "test_rows": _float(r.params.get("test_rows")),
                 "diverged": r.diverged,
                 "run_id": r.run_id,
             }
