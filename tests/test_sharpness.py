@@ -2,11 +2,13 @@ import dataclasses
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from sklearn.datasets import load_diabetes
 
 from components import sharpness
+from components.compare import VariantRecord, comparison_table, plot_comparison
 from components.sharpness import (
     SharpnessProbe,
     SharpnessSettings,
@@ -181,3 +183,47 @@ def test_probe_adds_both_numbers_to_every_epoch():
     assert last["sharpness_top_eigenvalue"] > 0 and last["sharpness_epsilon"] > 0
     again = measure_sharpness(model, "sparse_categorical_crossentropy", x[:64], y[:64], DEFAULTS)
     assert all(last[key] == pytest.approx(value, rel=1e-5) for key, value in again.items())
+
+
+def _sweep_records():
+    records, rows = [], []
+    for optimizer in ("adam", "sgd"):
+        for size, regime in ((1, "stochastic"), (32, "minibatch"), (512, "batch")):
+            history = pd.DataFrame(
+                {
+                    "epoch": [1, 2],
+                    "val_accuracy": [0.5, 0.8],
+                    "val_loss": [1.0, 0.5],
+                    "updates": [1, 2],
+                    "seconds": [1, 2],
+                }
+            )
+            params = {"optimizer": optimizer, "batch_size": str(size), "regime": regime}
+            name = f"{optimizer}-bs{size}"
+            records.append(VariantRecord(name, name, "FINISHED", params, history, {"test_accuracy": 0.8}))
+            rows.append({"sharpness_top_eigenvalue": 0.01 * size, "generalization_gap": 0.001 * np.log(size)})
+    table = comparison_table(records, "classification", None)
+    return records, table.assign(
+        **pd.DataFrame(rows, index=[r.name for r in records]).loc[table["variant"]].to_dict("list")
+    )
+
+
+def test_sharpness_plots_are_written_when_measured(tmp_path):
+    records, table = _sweep_records()
+    table.loc[table["variant"] == "sgd-bs1", "status"] = "collapsed"  # drawn hollow, off the lines
+    names = {p.name: p for p in plot_comparison(records, table, "classification", tmp_path)}
+    for name in ("sharpness_by_batch_size.png", "gap_vs_sharpness.png"):
+        assert names[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert names[name].stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("change", ["absent", "empty"])
+def test_sharpness_plots_are_skipped_without_sharpness(tmp_path, change):
+    records, table = _sweep_records()
+    if change == "absent":
+        table = table.drop(columns=["sharpness_top_eigenvalue", "generalization_gap"])
+    else:
+        table["sharpness_top_eigenvalue"] = np.nan
+    names = [p.name for p in plot_comparison(records, table, "classification", tmp_path)]
+    assert "sharpness_by_batch_size.png" not in names and "gap_vs_sharpness.png" not in names
+    assert "updates_to_target.png" in names
