@@ -72,7 +72,7 @@ def top_eigenvalue(
     """The largest eigenvalue of the loss's Hessian with respect to the trainable weights: the curvature along
     the direction in which the loss bends up most steeply.
 
-    Power iteration on Hessian-vector products (forward-over-reverse: no Hessian is formed) converges to the
+    Power iteration on Hessian-vector products (double backpropagation: no Hessian is formed) converges to the
     eigenvalue of largest magnitude. Near a minimum that is the top one. Where it comes out negative (near a
     saddle or a maximum whose downward curvature outweighs any upward one), a second pass on H - lambda I,
     whose eigenvalues are all >= 0, finds the top one. So the number is always the largest (most positive)
@@ -97,17 +97,17 @@ def epsilon_sharpness(
 def _top_eigenvalue(compiled: _Compiled, inputs: tuple, settings: SharpnessSettings) -> float:
     start = tf.constant(np.random.default_rng(settings.seed).standard_normal(compiled.size), tf.float32)
     limits = (tf.constant(settings.tolerance, tf.float32), tf.constant(settings.iterations, tf.int32))
-    first = float(compiled.power(*inputs, start, tf.constant(0.0), *limits)[0])
+    first = float(compiled.run("power", *inputs, start, tf.constant(0.0), *limits)[0])
     if not first < 0:
         return first
-    return float(compiled.power(*inputs, start, tf.constant(first, tf.float32), *limits)[0])
+    return float(compiled.run("power", *inputs, start, tf.constant(first, tf.float32), *limits)[0])
 
 
 def _epsilon_sharpness(compiled: _Compiled, inputs: tuple, settings: SharpnessSettings) -> float:
     start = tf.constant(np.random.default_rng(settings.seed).uniform(-1, 1, compiled.size), tf.float32)
     reach = tf.constant(min(1.0, ASCENT_REACH / max(settings.steps, 1)), tf.float32)
     epsilon, steps = tf.constant(settings.epsilon, tf.float32), tf.constant(settings.steps, tf.int32)
-    base, highest = (float(t) for t in compiled.ascend(*inputs, start, epsilon, reach, steps))
+    base, highest = (float(t) for t in compiled.run("ascend", *inputs, start, epsilon, reach, steps))
     if not (math.isfinite(base) and math.isfinite(highest)):
         return math.nan
     return 100 * (highest - base) / (1 + base)
@@ -127,8 +127,8 @@ class SharpnessProbe(keras.callbacks.Callback):
 
 
 class _Compiled:
-    """The two searches as graphs, traced once per network architecture: the weights are inputs, not captured
-    variables, so every variant of a sweep (same network, new weights) reuses the first variant's graphs."""
+    """The two searches as compiled graphs, made once per network architecture: the weights are inputs, not
+    captured variables, so every variant of a sweep (same network, new weights) reuses the first one's."""
 
     def __init__(self, model: keras.Model, loss: Callable | str, chunk_rows: int, x: tf.Tensor, y: tf.Tensor) -> None:
         per_row = loss.call if isinstance(loss, keras.losses.Loss) else keras.losses.get(loss)  # one value per row
@@ -139,46 +139,52 @@ class _Compiled:
         def unflatten(flat: tf.Tensor) -> list[tf.Tensor]:
             return [tf.reshape(part, s) for part, s in zip(tf.split(flat, sizes), shapes, strict=True)]
 
-        def loss_of(w: tf.Tensor, state: list[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
-            """This chunk's share of the training loss: its rows' summed loss / n, plus its share of penalties."""
+        def loss_of(w: tf.Tensor, state: list[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
+            """The rows' part of the training loss: the sum of each row's loss x its share (1/n, 0 for a repeat),
+            plus the weight penalties (regularizers) x the rows' total share, so the chunks add up to them once."""
             out, _, penalties = model.stateless_call(unflatten(w), state, xb, training=False, return_losses=True)
-            value = tf.reduce_sum(tf.cast(per_row(yb, out), tf.float32)) / n
-            if penalties:  # weight penalties (regularizers): the chunks' shares add up to once, as in training
-                share = tf.cast(tf.shape(xb)[0], tf.float32) / n
-                value += tf.add_n([tf.cast(p, tf.float32) for p in penalties]) * share
+            value = tf.reduce_sum(tf.cast(per_row(yb, out), tf.float32) * share)
+            if penalties:
+                value += tf.add_n([tf.cast(p, tf.float32) for p in penalties]) * tf.reduce_sum(share)
             return value
 
         def over_chunks(part: Callable, x: tf.Tensor, y: tf.Tensor, zero: Any) -> Any:
-            """The sum of part(x_chunk, y_chunk, n) over the rows, chunk_rows at a time."""
-            rows = tf.shape(x)[0]
-            n = tf.cast(rows, tf.float32)
-            if x.shape[0] <= chunk_rows:  # known when tracing: one chunk needs no loop
-                return part(x, y, n)
+            """The sum of part(x_chunk, y_chunk, share) over the rows, chunk_rows at a time."""
+            n = x.shape[0]  # known when tracing
+            if n <= chunk_rows:  # one chunk needs no loop
+                return part(x, y, tf.fill([n], 1.0 / n))
 
             def add(start: tf.Tensor, total: Any) -> tuple:
-                stop = start + chunk_rows
-                return stop, tf.nest.map_structure(tf.add, total, part(x[start:stop], y[start:stop], n))
+                # Every chunk has chunk_rows rows (XLA wants fixed sizes): the last one repeats the final row,
+                # with share 0.
+                rows = start + tf.range(chunk_rows)
+                taken = tf.minimum(rows, n - 1)
+                share = tf.where(rows < n, 1.0 / n, 0.0)
+                return start + chunk_rows, tf.nest.map_structure(
+                    tf.add, total, part(tf.gather(x, taken), tf.gather(y, taken), share)
+                )
 
-            return tf.while_loop(lambda start, _: start < rows, add, (tf.constant(0), zero))[1]
+            return tf.while_loop(lambda start, _: start < n, add, (tf.constant(0), zero))[1]
 
         def hessian_times(v: tf.Tensor, w: tf.Tensor, state: list, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-            def part(xb: tf.Tensor, yb: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+            def part(xb: tf.Tensor, yb: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
                 at = tf.identity(w)  # made inside the loop body, so the derivatives are taken there
-                with tf.autodiff.ForwardAccumulator(at, v) as forward:
-                    with tf.GradientTape() as tape:
-                        tape.watch(at)
-                        value = loss_of(at, state, xb, yb, n)
-                    grad = tape.gradient(value, at)  # inside the accumulator: its change along v is H v
-                return forward.jvp(grad)
+                with tf.GradientTape() as outer:  # double backpropagation: H v is the gradient of (gradient . v)
+                    outer.watch(at)
+                    with tf.GradientTape() as inner:
+                        inner.watch(at)
+                        value = loss_of(at, state, xb, yb, share)
+                    along = tf.tensordot(inner.gradient(value, at), v, 1)
+                return outer.gradient(along, at)
 
             return over_chunks(part, x, y, tf.zeros_like(v))
 
         def value_and_gradient(w: tf.Tensor, state: list, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            def part(xb: tf.Tensor, yb: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            def part(xb: tf.Tensor, yb: tf.Tensor, share: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                 at = tf.identity(w)
                 with tf.GradientTape() as tape:
                     tape.watch(at)
-                    value = loss_of(at, state, xb, yb, n)
+                    value = loss_of(at, state, xb, yb, share)
                 return value, tape.gradient(value, at)
 
             return over_chunks(part, x, y, (tf.constant(0.0), tf.zeros_like(w)))
@@ -191,8 +197,6 @@ class _Compiled:
             tf.TensorSpec(y.shape, y.dtype),
         ]
 
-        # autograph=False with explicit loops, as in training: traced quickly, and once.
-        @tf.function(autograph=False, input_signature=[*common, vector, real, real, count])
         def power(
             w: tf.Tensor,
             state: list,
@@ -216,7 +220,6 @@ class _Compiled:
             products, _, estimate, _ = tf.while_loop(lambda i, v, e, done: (i < cap) & ~done, step, loop)
             return estimate + shift, products
 
-        @tf.function(autograph=False, input_signature=[*common, vector, real, real, count])
         def ascend(
             w: tf.Tensor,
             state: list,
@@ -243,7 +246,26 @@ class _Compiled:
             _, _, base, highest = tf.while_loop(lambda i, *_: i < steps + 2, step, loop)
             return base, highest
 
-        self.power, self.ascend = power, ascend
+        def make(jit: bool) -> None:
+            # autograph=False with explicit loops, as in training: traced quickly, and once. XLA (jit): TensorFlow
+            # drops its other compiled graphs whenever a variant seeds its weights, XLA's compilations stay.
+            signature = [*common, vector, real, real, count]
+            self.power = tf.function(power, autograph=False, jit_compile=jit, input_signature=signature)
+            self.ascend = tf.function(ascend, autograph=False, jit_compile=jit, input_signature=signature)
+            self.jit = jit
+
+        make(jit=True)
+        self.without_xla = lambda: make(jit=False)
+
+    def run(self, search: str, *args: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Run `power` or `ascend`; a network XLA cannot compile (an op it lacks) falls back to plain graphs."""
+        try:
+            return getattr(self, search)(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            if not self.jit:
+                raise
+            self.without_xla()
+            return getattr(self, search)(*args)
 
 
 def _compiled(
