@@ -149,20 +149,18 @@ class _Compiled:
             return value
 
         def over_chunks(part: Callable, x: tf.Tensor, y: tf.Tensor, zero: Any) -> Any:
-            """The sum of part(x_chunk, y_chunk, share) over the rows, chunk_rows at a time."""
+            """The sum of part(x_chunk, y_chunk, share) over the rows, in chunks of at most chunk_rows rows."""
             n = x.shape[0]  # known when tracing
             if n <= chunk_rows:  # one chunk needs no loop
                 return part(x, y, tf.fill([n], 1.0 / n))
+            size = math.ceil(n / math.ceil(n / chunk_rows))  # equal chunks: XLA wants one fixed size
 
             def add(start: tf.Tensor, total: Any) -> tuple:
-                # Every chunk has chunk_rows rows (XLA wants fixed sizes): the last one repeats the final row,
-                # with share 0.
-                rows = start + tf.range(chunk_rows)
-                taken = tf.minimum(rows, n - 1)
+                rows = start + tf.range(size)
+                taken = tf.minimum(rows, n - 1)  # the last chunk may repeat the final row, counted 0 times
                 share = tf.where(rows < n, 1.0 / n, 0.0)
-                return start + chunk_rows, tf.nest.map_structure(
-                    tf.add, total, part(tf.gather(x, taken), tf.gather(y, taken), share)
-                )
+                chunk = part(tf.gather(x, taken), tf.gather(y, taken), share)
+                return start + size, tf.nest.map_structure(tf.add, total, chunk)
 
             return tf.while_loop(lambda start, _: start < n, add, (tf.constant(0), zero))[1]
 
@@ -197,17 +195,9 @@ class _Compiled:
             tf.TensorSpec(y.shape, y.dtype),
         ]
 
-        def power(
-            w: tf.Tensor,
-            state: list,
-            x: tf.Tensor,
-            y: tf.Tensor,
-            start: tf.Tensor,
-            shift: tf.Tensor,
-            tolerance: tf.Tensor,
-            cap: tf.Tensor,
-        ) -> tuple[tf.Tensor, tf.Tensor]:
+        def power(w: tf.Tensor, state: list, x: tf.Tensor, y: tf.Tensor, *search: tf.Tensor) -> tuple:
             """Power iteration on H - shift I from `start`: its Rayleigh quotient + shift, and the products made."""
+            start, shift, tolerance, cap = search
 
             def step(i: tf.Tensor, v: tf.Tensor, estimate: tf.Tensor, done: tf.Tensor) -> tuple:
                 product = hessian_times(v, w, state, x, y) - shift * v
@@ -220,17 +210,9 @@ class _Compiled:
             products, _, estimate, _ = tf.while_loop(lambda i, v, e, done: (i < cap) & ~done, step, loop)
             return estimate + shift, products
 
-        def ascend(
-            w: tf.Tensor,
-            state: list,
-            x: tf.Tensor,
-            y: tf.Tensor,
-            start: tf.Tensor,
-            epsilon: tf.Tensor,
-            reach: tf.Tensor,
-            steps: tf.Tensor,
-        ) -> tuple[tf.Tensor, tf.Tensor]:
+        def ascend(w: tf.Tensor, state: list, x: tf.Tensor, y: tf.Tensor, *search: tf.Tensor) -> tuple:
             """The loss at the weights and the highest loss projected gradient ascent finds in the box."""
+            start, epsilon, reach, steps = search
             radius = epsilon * (tf.abs(w) + 1.0)
 
             # One loss evaluation per pass (one traced copy of the model): pass 0 at the weights themselves,

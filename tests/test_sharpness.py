@@ -9,6 +9,7 @@ from sklearn.datasets import load_diabetes
 
 from components import sharpness
 from components.compare import VariantRecord, comparison_table, plot_comparison
+from components.errors import InputError
 from components.sharpness import (
     SharpnessProbe,
     SharpnessSettings,
@@ -52,6 +53,12 @@ def _small_network(seed=0, n=200):
     return model, x, y
 
 
+@pytest.fixture(scope="module")
+def small():
+    """One trained small network for the tests that only read it."""
+    return _small_network()
+
+
 def _explicit_hessian(model, x, y):
     """The whole Hessian of mean per-row loss + penalties, by tf.GradientTape.jacobian of the gradient."""
     weights = model.trainable_variables
@@ -82,8 +89,8 @@ def test_linear_regression_top_eigenvalue_within_2_percent_of_numpy():
     assert abs(measured - exact) / exact < 0.02, (measured, exact)
 
 
-def test_small_network_top_eigenvalue_within_5_percent_of_the_explicit_hessian():
-    model, x, y = _small_network()
+def test_small_network_top_eigenvalue_within_5_percent_of_the_explicit_hessian(small):
+    model, x, y = small
     assert sum(int(np.prod(w.shape)) for w in model.trainable_variables) == 43
     exact = np.linalg.eigvalsh(_explicit_hessian(model, x, y)).max()
     per_row = keras.losses.get("sparse_categorical_crossentropy")
@@ -139,15 +146,15 @@ def test_epsilon_sharpness_grows_with_curvature():
     assert all(a < b for a, b in zip(values, values[1:], strict=False)), values
 
 
-def test_weights_are_unchanged_after_measuring():
-    model, x, y = _small_network()
+def test_weights_are_unchanged_after_measuring(small):
+    model, x, y = small
     before = [w.numpy().copy() for w in model.weights]
     measure_sharpness(model, "sparse_categorical_crossentropy", x, y, DEFAULTS)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights, strict=True))
 
 
-def test_chunks_and_loss_forms_give_the_same_numbers():
-    model, x, y = _small_network()
+def test_chunks_and_loss_forms_give_the_same_numbers(small):
+    model, x, y = small
     whole = measure_sharpness(model, "sparse_categorical_crossentropy", x, y, EXACT)
     chunked = measure_sharpness(
         model, "sparse_categorical_crossentropy", x, y, dataclasses.replace(EXACT, chunk_rows=7)
@@ -243,3 +250,14 @@ def test_sharpness_plots_are_skipped_without_sharpness(tmp_path, change):
     names = [p.name for p in plot_comparison(records, table, "classification", tmp_path)]
     assert "sharpness_by_batch_size.png" not in names and "gap_vs_sharpness.png" not in names
     assert "updates_to_target.png" in names
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["measure.sharpness_tolerance=0", "measure.sharpness_iterations=0", "measure.sharpness_epsilon=0",
+     "measure.sharpness_steps=0", "measure.sharpness=maybe"],
+)  # fmt: skip
+def test_sharpness_settings_are_checked(override):
+    key = override.split("=")[0]
+    with pytest.raises(InputError, match=f"config value {key}="):
+        load_config(overrides=override)
