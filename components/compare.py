@@ -295,7 +295,8 @@ def seed_verdict(table: pd.DataFrame, task: str) -> str:
 
 
 def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str, folder: Path) -> list[Path]:
-    """PNG plots: validation loss against epochs, updates and seconds; the test metric per variant."""
+    """PNG plots: validation loss against epochs, updates and seconds; the test metric per variant; updates to the
+    target; and, when measured, sharpness by batch size and the generalization gap against sharpness."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,7 +341,11 @@ def plot_comparison(records: list[VariantRecord], table: pd.DataFrame, task: str
         ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
     paths.append(_save(fig, folder / "test_metric.png"))
     paths.append(_updates_to_target(table, styles, folder, plt))
-    return paths
+    sharpness = (
+        _sharpness_by_batch_size(table, styles, folder, plt),
+        _gap_vs_sharpness(table, styles, task, folder, plt),
+    )
+    return paths + [path for path in sharpness if path is not None]
 
 
 def _updates_to_target(table: pd.DataFrame, styles: dict, folder: Path, plt: object) -> Path:
@@ -471,3 +476,139 @@ def _save(fig: object, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def _sharpness_by_batch_size(table: pd.DataFrame, styles: dict, folder: Path, plt: object) -> Path | None:
+    """Sharpness of the final weights against batch size, one line per optimizer (Keskar et al. 2016).
+
+    None when the table has no sharpness (measure.sharpness off, or runs from before it was measured).
+    """
+    shown = _with_sharpness(table, ["batch_size", "optimizer"])
+    if shown.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, (optimizer, rows) in enumerate(shown.groupby("optimizer", sort=False)):
+        colour, marker = styles.get(rows["variant"].iloc[0], {}).get("color"), MARKERS[i % len(MARKERS)]
+        learned = rows[rows["status"] == "finished"] if "status" in rows else rows
+        median = learned.groupby("batch_size")["sharpness_top_eigenvalue"].median()  # over seeds
+        ax.plot(median.index, median.values, marker=marker, color=colour, label=optimizer, linewidth=1.6, alpha=0.85)
+        if len(learned) > len(median):  # several seeds: each one as a dot around the median
+            ax.scatter(learned["batch_size"], learned["sharpness_top_eigenvalue"], color=colour, s=10, alpha=0.5)
+        others = rows.drop(learned.index)
+        ax.scatter(others["batch_size"], others["sharpness_top_eigenvalue"], marker=marker, s=40, facecolors="none",
+                   edgecolors=colour)  # fmt: skip
+    if "status" in shown and (shown["status"] != "finished").any():
+        ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="hollow: learned nothing\n(no line)")
+    ax.set_xscale("log")
+    _batch_size_ticks(ax, shown)
+    _log_if_positive(ax, shown["sharpness_top_eigenvalue"])
+    ax.set_xlabel("batch size (rows per update, log scale)")
+    ax.set_ylabel("sharpness: top eigenvalue of the training loss's Hessian")
+    ax.set_title(
+        "Sharpness of the minimum each variant ends in, by batch size\n"
+        "(higher = sharper; Keskar et al. 2016: bigger batches end in sharper minima)"
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save(fig, folder / "sharpness_by_batch_size.png")
+
+
+def _gap_vs_sharpness(table: pd.DataFrame, styles: dict, task: str, folder: Path, plt: object) -> Path | None:
+    """Generalization gap against sharpness, one labelled point per variant; None without both columns."""
+    shown = _with_sharpness(table, ["generalization_gap"])
+    if shown.empty or not np.isfinite(shown["generalization_gap"].astype(float)).any():
+        return None
+    shown = shown[np.isfinite(shown["generalization_gap"].astype(float))]
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    sizes = sorted(shown["batch_size"].unique()) if "batch_size" in shown else []
+    for _, row in shown.iterrows():
+        colour = styles.get(row["variant"], {}).get("color", "C0")
+        marker = MARKERS[sizes.index(row["batch_size"]) % len(MARKERS)] if sizes else "o"
+        hollow = "status" in row and row["status"] != "finished"
+        ax.scatter(row["sharpness_top_eigenvalue"], row["generalization_gap"], marker=marker, s=36,
+                   facecolors="none" if hollow else colour, edgecolors=colour)  # fmt: skip
+    full = set(shown.loc[shown["regime"] == "batch", "batch_size"]) if "regime" in shown else set()
+    for i, size in enumerate(sizes):  # the marker legend: shape = batch size (colour = optimizer, as elsewhere)
+        name = f"batch size {size}{' (full)' if size in full else ''}"
+        ax.scatter([], [], marker=MARKERS[i % len(MARKERS)], color="grey", label=name)
+    _log_if_positive(ax, shown["sharpness_top_eigenvalue"], axis="x")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.margins(x=0.12, y=0.06)  # room for the labels of the outermost points
+    metric, gap = ("accuracy", "train − test") if task == "classification" else ("MAE", "test − train")
+    ax.set_xlabel("sharpness: top eigenvalue of the training loss's Hessian")
+    ax.set_ylabel(f"generalization gap: {gap} {metric}\n(higher = worse on unseen rows)")
+    ranks = shown[["sharpness_top_eigenvalue", "generalization_gap"]].astype(float).rank()
+    rho = ranks.iloc[:, 0].corr(ranks.iloc[:, 1]) if len(shown) > 2 else math.nan
+    said = f"rank correlation {rho:+.2f}" if math.isfinite(rho) else "too few variants for a correlation"
+    hollow = "; hollow = learned nothing" if "status" in shown and (shown["status"] != "finished").any() else ""
+    ax.set_title(
+        "Do sharper minima generalize worse? Generalization gap against sharpness\n"
+        f"({said} over {len(shown)} variants{hollow})"
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    if sizes:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    _label_points(fig, ax, shown, styles)
+    return _save(fig, folder / "gap_vs_sharpness.png")
+
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def _with_sharpness(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The variants with a measured sharpness and the given columns; empty when the table lacks any of them."""
+    needed = ["variant", "sharpness_top_eigenvalue", *columns]
+    if not set(needed) <= set(table.columns):
+        return table.iloc[0:0]
+    shown = table.dropna(subset=needed)
+    return shown[np.isfinite(shown["sharpness_top_eigenvalue"].astype(float))]
+
+
+def _log_if_positive(ax: object, values: pd.Series, axis: str = "y") -> None:
+    """A log scale when every value is positive (sharpness spans orders of magnitude); linear otherwise."""
+    if (values > 0).all():
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _batch_size_ticks(ax: object, shown: pd.DataFrame) -> None:
+    """Ticks at the swept batch sizes, the batch-descent one marked (full)."""
+    from matplotlib.ticker import NullLocator
+
+    sizes = sorted(shown["batch_size"].unique())
+    full = set(shown.loc[shown["regime"] == "batch", "batch_size"]) if "regime" in shown else set()
+    ax.set_xticks(sizes, [f"{s}\n(full)" if s in full else str(s) for s in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _label_points(fig: object, ax: object, shown: pd.DataFrame, styles: dict) -> None:
+    """Name each point; points at the same place share one label; a label that would overlap another moves."""
+    groups: dict[tuple, list] = {}
+    for _, row in shown.iterrows():
+        x, y = ax.transData.transform((row["sharpness_top_eigenvalue"], row["generalization_gap"]))
+        groups.setdefault((round(x / 6), round(y / 6)), []).append(row)  # within ~6 pixels: one place
+    renderer, placed = fig.canvas.get_renderer(), []
+    offsets = [
+        (5, 3, "left"),
+        (5, -10, "left"),
+        (-5, 3, "right"),
+        (-5, -10, "right"),
+        (5, 12, "left"),
+        (5, -19, "left"),
+    ]
+    for rows in groups.values():
+        first = rows[0]
+        where = (first["sharpness_top_eigenvalue"], first["generalization_gap"])
+        colour = styles.get(first["variant"], {}).get("color", "black") if len(rows) == 1 else "black"
+        text = ", ".join(r["variant"] for r in rows)
+        for dx, dy, align in offsets:
+            label = ax.annotate(
+                text, where, xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=align, color=colour
+            )
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:
+            label = ax.annotate(text, where, xytext=(5, 3), textcoords="offset points", fontsize=7, color=colour)
+            box = label.get_window_extent(renderer)
+        placed.append(box)

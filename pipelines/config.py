@@ -69,6 +69,12 @@ class MeasureConfig(_Strict):
     noise_small_batch: Annotated[int, Field(gt=0)]
     noise_draws: Annotated[int, Field(ge=2)]
     probe_rows: Annotated[int, Field(gt=1)]
+    sharpness: bool
+    sharpness_per_epoch: bool
+    sharpness_tolerance: Annotated[float, Field(gt=0, lt=1)]
+    sharpness_iterations: Annotated[int, Field(gt=0)]
+    sharpness_epsilon: Annotated[float, Field(gt=0)]
+    sharpness_steps: Annotated[int, Field(gt=0)]
 
 
 class TuningConfig(_Strict):

@@ -18,6 +18,7 @@ from components.errors import InputError
 from components.measure import GradientProbe
 from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
+from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
 from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
 from pipelines import cli, tracking
 from pipelines.config import Config, flatten
@@ -177,6 +178,9 @@ def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) 
     model = build_model(pre.n_features, pre.n_outputs, prepared.split.task, **cfg.model.model_dump(), seed=t.seed)
     compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
     probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
+    if cfg.measure.sharpness_per_epoch:
+        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
+        probes.append(SharpnessProbe(LOSSES[prepared.split.task], *prepared.sample, settings))
     return Trainer(model, prepared.arrays, batch_size, callbacks=probes, seed=t.seed, sample=prepared.sample)
 
 
@@ -215,6 +219,10 @@ def _fit(
             sink.add(shown, step=int(check["updates"]))
     fit.history = [pre.in_target_units(h) for h in fit.history]
     final = _final(prepared, trainer, fit)
+    if cfg.measure.sharpness and not fit.diverged:  # of the loss as trained (a regression target standardised)
+        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
+        sharpness = measure_sharpness(trainer.model, LOSSES[prepared.split.task], *prepared.sample, settings)
+        final.update({k: v for k, v in sharpness.items() if math.isfinite(v)})
     final.update(tuning_seconds=choice.seconds, tuning_trials=float(choice.trials))
     return {
         "final": final,
