@@ -75,6 +75,7 @@ class Trials:
         ]
         params = [Param(k, str(v)) for k, v in {**self.params, "learning_rate": learning_rate}.items()]
         tags = {"descent.stopped_early": str(stopped_early).lower(), "descent.chosen": str(chosen).lower()}
+        tags["descent.diverged"] = str(run.diverged).lower()  # a resumed search reuses it as scoring nothing
         self.client.log_batch(
             run_id, metrics=metrics[:1000], params=params, tags=[RunTag(k, v) for k, v in tags.items()]
         )

@@ -51,6 +51,7 @@ def test_tuning_turns_a_collapsed_variant_into_a_learning_one_without_looking_at
     assert chosen == {"1e-06": "false", "0.001": "false", "0.1": "true"}
     stopped = {t.data.params["learning_rate"]: t.data.tags["descent.stopped_early"] for t in trials}
     assert stopped == {"1e-06": "true", "0.001": "true", "0.1": "false"}  # rungs at 1, 2 and 6 epochs
+    assert {t.data.tags["descent.diverged"] for t in trials} == {"false"}
     client = MlflowClient(store)
     # the variant's per-epoch curves are the chosen trial's, epoch by epoch
     best = next(t for t in trials if t.data.tags["descent.chosen"] == "true")
@@ -60,6 +61,19 @@ def test_tuning_turns_a_collapsed_variant_into_a_learning_one_without_looking_at
     # validation checked after 1, 2, 4, 8 updates (7 per epoch here), then at each epoch's end
     steps = [m.step for m in client.get_metric_history(variant.info.run_id, "by_update/val_accuracy")]
     assert steps[:6] == [1, 2, 4, 7, 8, 14]
+
+
+def test_a_diverged_trial_is_tagged_and_never_chosen(store):
+    wild = {"sweep.optimizers": ["sgd"], "sweep.batch_sizes": [16], "optimizers.sgd.learning_rate": 1e9}
+    wild |= {"tuning.method": "grid", "tuning.grid": [1e-9, 1], "tuning.extensions": 0}
+    result = sweep(tiny(**wild))
+    assert result["table"].iloc[0]["learning_rate"] == 1.0
+    runs = _runs(store, result["parent_run_id"])
+    [variant] = _under(runs, result["parent_run_id"])
+    diverged = {
+        t.data.params["learning_rate"]: t.data.tags["descent.diverged"] for t in _under(runs, variant.info.run_id)
+    }
+    assert diverged == {"1.0": "false", "1000000000.0": "true"}
 
 
 def test_seeds_tune_once_and_a_resumed_sweep_reruns_no_trial(store):
