@@ -14,7 +14,7 @@ from components.compare import RANKING
 from components.model import check_activation
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import cli, tracking
+from pipelines import access, cli, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.prepare import Prepared, prepare
@@ -101,6 +101,7 @@ def _run_variants(
         if workers > 1:
             log.info("%d runs on %d worker processes", len(jobs), workers)
         finished = run_local(jobs, workers, prepared)
+    finished = access.stop_at_refusal(finished, on_ray=cfg.sweep.executor == "ray")
     outcomes: list[dict] = []
     started = time.perf_counter()
     bar = tqdm(total=len(jobs), unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
