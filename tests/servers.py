@@ -166,11 +166,11 @@ class AuthServer(TeamServer):
                 patch.setenv(key, value)
             yield
 
-    def add_user(self, user: str) -> str:
-        """Create `user` through MLflow's user API (as the admin), with a random password; returns it."""
+    def add_user(self, user: str, password: str | None = None) -> str:
+        """Create `user` through MLflow's user API (as the admin), with a random password unless given; returns it."""
         from mlflow.server import get_app_client
 
-        self.passwords[user] = secrets.token_urlsafe(16)
+        self.passwords[user] = password or secrets.token_urlsafe(16)
         with self.as_user(ADMIN):
             get_app_client("basic-auth", tracking_uri=self.url).create_user(user, self.passwords[user])
         return self.passwords[user]
