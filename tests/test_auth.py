@@ -1,5 +1,7 @@
 """A team server behind MLflow's basic-auth app: who may do what, and one clear line when the server says no."""
 
+import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from tests.conftest import ROOT, project_env
 
 pytestmark = pytest.mark.slow
 PEOPLE = ("alice", "bob")  # alice starts the studies; bob only reads them
-SCHEDULER = "scheduler"
+SCHEDULER = "descent-scheduler"
 TINY = "data.source=iris model.hidden=[8] training.epochs=2 sweep.workers=1 measure.gradients=false"
 GRID = "sweep.optimizers=[adam,sgd] sweep.batch_sizes=[full,16]"
 LOGIN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -31,9 +33,27 @@ def auth_server(tmp_path_factory):
     from tests.servers import mlflow_with_auth
 
     with mlflow_with_auth(tmp_path_factory.mktemp("auth")) as server:
-        for user in (*PEOPLE, SCHEDULER):
-            server.add_user(user)
+        make_users_as_the_readme_says(server)
         yield server
+
+
+def make_users_as_the_readme_says(server):
+    """Run the README's user set-up (the admin's `python - <<'EOF'` block) as written; each password on stdin."""
+    code = (ROOT / "README.md").read_text().split("python - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    users = [*PEOPLE, SCHEDULER]
+    assert f"for user in {json.dumps(users)}:" in code
+    passwords = {user: secrets.token_urlsafe(16) for user in users}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=project_env(server.url) | server.login("admin"),
+        input="".join(f"{p}\n" for p in passwords.values()),  # getpass reads stdin where there is no terminal
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    server.passwords.update(passwords)
 
 
 @pytest.fixture
@@ -86,6 +106,15 @@ def test_anonymous_requests_are_refused_and_no_secret_is_on_a_command_line(serve
     assert requests.get(search, auth=("bob", "not-his-password"), timeout=10).status_code == 401
     assert requests.get(search, auth=("bob", server.passwords["bob"]), timeout=10).status_code == 200
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # what `scheduled` polls
+    # the README's commands gave the scheduler EDIT on the study's experiment and registered model
+    from mlflow.server import get_app_client
+
+    with server.as_user("admin"):
+        auth, study = get_app_client("basic-auth", tracking_uri=server.url), MlflowClient(server.url)
+        experiment = study.get_experiment_by_name("descent").experiment_id
+        assert auth.get_user_permission(SCHEDULER, "experiment", experiment).permission == "EDIT"
+        assert auth.get_user_permission(SCHEDULER, "registered_model", "descent").permission == "EDIT"
+        assert auth.get_user_permission("bob", "experiment", experiment).permission == "READ"
     # the admin's password, the database's and the Flask key are in the server's environment, not its arguments
     commands = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -128,9 +157,8 @@ def _expected(server, login):
     if login is None:
         return f"tracking server {server.url} needs a user name and password (401) and got none: {names}"
     if login == "wrong":
-        return (
-            f"tracking server {server.url} did not accept user 'scheduler' (401: wrong user name or password): {names}"
-        )
+        refused = f"did not accept user {SCHEDULER!r} (401: wrong user name or password)"
+        return f"tracking server {server.url} {refused}: {names}"
     return (
         f"tracking server {server.url} refused user 'bob' (403 on /api/2.0/mlflow/runs/create): writing runs to "
         "experiment 'refusals' needs EDIT on it: ask an admin of the server to grant it (README: Team setup)"
@@ -202,7 +230,7 @@ def test_a_sweep_that_cannot_be_promoted_keeps_its_runs_and_the_next_trigger_pro
     assert cli.main(scheduled_entry._entry, argv) == cli.EXIT_BAD_INPUT
     [parent] = [r for r in runs_of(server, experiment) if r.data.tags.get("descent.kind") == "sweep"]
     refused = (
-        f"tracking server {server.url} refused user 'scheduler' (403 on /api/2.0/mlflow/model-versions/create): "
+        f"tracking server {server.url} refused user {SCHEDULER!r} (403 on /api/2.0/mlflow/model-versions/create): "
         "registering or aliasing a version of registered model 'unpromoted' needs EDIT on it: "
         "ask an admin of the server to grant it (README: Team setup)"
     )
