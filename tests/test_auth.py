@@ -10,7 +10,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipelines import cli, tracking
+from pipelines import access, cli, tracking
 from pipelines import compare as compare_entry
 from pipelines import scheduled as scheduled_entry
 from pipelines import split as split_entry
@@ -276,3 +276,21 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     assert parent.info.status == "FAILED"
     assert parent.data.tags["descent.error"].startswith("AccessRefused: variant ")
     assert nothing_running(server)
+
+
+def test_refused_artifact_transfers_are_explained_too(server, monkeypatch):
+    experiment = study(server, "artifacts")
+    with server.as_user("alice"):
+        run = MlflowClient(server.url).create_run(experiment)
+        MlflowClient(server.url).log_text(run.info.run_id, "alice's", "note.txt")
+        MlflowClient(server.url).set_terminated(run.info.run_id)
+    for key, value in server.login("bob").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(requests.HTTPError) as refused:  # MLflow's artifact client raises requests' own error
+        MlflowClient(server.url).log_text(run.info.run_id, "bob's", "note.txt")
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run.info.run_id}/artifacts/note.txt"
+    access.note(experiment="artifacts")  # as every entry point does with its config's experiment
+    assert access.refusal(refused.value) == (
+        f"tracking server {server.url} refused user 'bob' (403 on {path}): writing runs to experiment "
+        "'artifacts' needs EDIT on it: ask an admin of the server to grant it (README: Team setup)"
+    )
