@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from components.errors import InputError
+from pipelines import access
 from pipelines.config import Config, load_config, parse_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
@@ -65,18 +66,25 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
         "training.seed": getattr(args, "seed", ""),
     }
     chosen = {k: v for k, v in texts.items() if v} | {k: parse_value(v) for k, v in values.items() if v}
-    return load_config(args.config or None, args.overrides, chosen | (extra or {}))
+    cfg = load_config(args.config or None, args.overrides, chosen | (extra or {}))
+    access.note(experiment=cfg.experiment)  # named if the tracking server refuses this login
+    return cfg
 
 
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run an entry point: bad input is one line on stderr and exit 2; any other failure exit 1."""
+    """Run an entry point: bad input (a refusing tracking server too) is one line on stderr and exit 2; else exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, terminate)
     try:
         return entry(argv) or EXIT_OK
-    except InputError as exc:
-        print(f"descent: error: {exc}", file=sys.stderr)
-        _tag_launched_run(str(exc))
+    except Exception as exc:
+        # A server that refuses the login (401) or its rights (403) is bad input too: retrying will not help.
+        refused = access.refusal(exc)
+        if refused is None and not isinstance(exc, InputError):
+            raise
+        print(f"descent: error: {refused or exc}", file=sys.stderr)
+        if refused is None:  # the server would refuse this tag too
+            _tag_launched_run(str(exc))
         return EXIT_BAD_INPUT
     except Terminated:
         print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)

@@ -89,7 +89,8 @@ def _outcome(ray: Any, ref: Any, job: Job) -> dict:
     except ray.exceptions.RayError as exc:  # every try's worker died, or the task could not run at all
         for run in tracking.running(job.parent_run_id, job.name):
             tracking.mark_failed(run.info.run_id, KILLED)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        cause = getattr(exc, "cause", None) or exc  # the task's own exception; Ray's for a dead worker
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {reason}"}
 
 

@@ -1,6 +1,7 @@
 """Entry point `scheduled`: the sweep for cron, systemd, Airflow or Kubernetes, safe to trigger unattended.
 
-Exit codes: 0 success or nothing to do, 1 failure, 2 bad input or config, 75 tracking server unreachable.
+Exit codes: 0 success or nothing to do, 1 failure, 2 bad input or config or a tracking server that refuses the
+login or its rights, 75 tracking server unreachable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from filelock import Timeout
 
 from components.compare import RANKING
-from pipelines import cli, tracking
+from pipelines import access, cli, tracking
 from pipelines.config import Config
 from pipelines.prepare import prepare
 from pipelines.sweep import MATCH, sweep, sweep_tags
@@ -22,6 +23,7 @@ log = logging.getLogger("descent")
 def scheduled(cfg: Config, force: bool = False) -> int:
     """Run the study once if data, config or code changed; promote its best model if it beats the champion."""
     s = cfg.schedule
+    access.note(model=s.model_name)
     tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
     lock = tracking.machine_lock(f"experiment-{cfg.experiment}")
     try:
@@ -50,7 +52,17 @@ def _locked(cfg: Config, force: bool) -> int:
     if finished.empty:
         log.error("no variant of sweep %s finished", parent)
         return cli.EXIT_FAILED
-    decision = _promote(cfg, result, finished.iloc[0])
+    try:
+        decision = _promote(cfg, result, finished.iloc[0])
+    except Exception as exc:
+        refused = access.refusal(exc)
+        if refused is None:
+            raise
+        # Not tagged done: the next trigger resumes this sweep (every variant reused) and promotes again.
+        tracking.set_tags_on(parent, {"descent.decision": f"not promoted: {refused}"})
+        raise access.AccessRefused(
+            f"sweep {parent} finished and keeps its runs, but its best model was not promoted: {refused}"
+        ) from exc
     tracking.set_tags_on(parent, {"descent.scheduled": "done"} | decision)
     log.info(
         "%s: %s (%s %s) vs champion %s",

@@ -16,7 +16,7 @@ from components.errors import InputError
 from components.model import check_activation
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import cli, tracking
+from pipelines import access, cli, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
@@ -143,7 +143,9 @@ def _run_variants(
 
     with executor:
         submit(todo)
-        for i, outcome in enumerate(executor.outcomes(), start=1):
+        # A variant the tracking server refused (401/403) stops the sweep: every other would be refused too.
+        outcomes_so_far = access.stop_at_refusal(executor.outcomes(), on_ray=cfg.sweep.executor == "ray")
+        for i, outcome in enumerate(outcomes_so_far, start=1):
             cli.check_stop()
             outcomes.append(outcome)
             result = outcome.get("result", {})

@@ -327,9 +327,13 @@ def get_run(run_id: str) -> Any:
     """A run by id, or a clear error naming the id and the tracking store."""
     from mlflow.exceptions import MlflowException
 
+    from pipelines.access import refusal
+
     try:
         return client().get_run(run_id)
-    except MlflowException:
+    except MlflowException as exc:
+        if refusal(exc):  # a server that refuses the login says so, not "no run"
+            raise
         raise InputError(f"no run {run_id!r} in {tracking_uri()}: check the run id and MLFLOW_TRACKING_URI") from None
 
 

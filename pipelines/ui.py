@@ -51,21 +51,31 @@ def free_port() -> int:
 
 @contextmanager
 def mlflow_server(
-    store_uri: str, port: int, host: str = "127.0.0.1", timeout: float = 90, artifacts: Path | None = None
+    store_uri: str,
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 90,
+    artifacts: Path | None = None,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """A real `mlflow server` (one worker, no job runner) on host:port for the duration; yields its URL.
 
     `artifacts`: the folder the server keeps uploaded artifacts in (default: ./mlartifacts).
+    `app_name`: an MLflow app such as `basic-auth`; `env`: more of the server's environment (its secrets).
     """
     with socket.socket() as probe:
         if probe.connect_ex((host, port)) == 0:
             raise InputError(f"port {port} on {host} is already in use: pass --port with a free port")
     # The store goes in the environment (`--backend-store-uri`'s variable): a password in it stays out of `ps`.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": store_uri}
+    env = {**os.environ, **(env or {})}
+    env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": store_uri}
     command = [sys.executable, "-m", "mlflow", "server"]
     command += ["--host", host, "--port", str(port), "--workers", "1"]
     if artifacts is not None:
         command += ["--artifacts-destination", str(artifacts)]
+    if app_name is not None:
+        command += ["--app-name", app_name]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://{host}:{port}"
     try:

@@ -1,4 +1,7 @@
-"""Throwaway servers for tests: a PostgreSQL cluster in a temporary folder, and a team `mlflow server` on it."""
+"""Throwaway servers for tests: a PostgreSQL cluster in a temporary folder, and a team `mlflow server` on it.
+
+The team server comes plain or with MLflow's basic-auth app (users, passwords, per-experiment rights).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
 
 from pipelines.ui import free_port, mlflow_server
 
@@ -47,11 +53,18 @@ class Postgres:
         with self.connect() as connection:
             role = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(owner), sql.Literal(password))
             connection.execute(role)
+        self.add_database(name, owner)
+        # The driver named: SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg (3).
+        return f"postgresql+psycopg://{owner}:{password}@127.0.0.1:{self.port}/{name}"
+
+    def add_database(self, name: str, owner: str) -> None:
+        """A database owned by the existing role `owner` (`createdb --owner`)."""
+        from psycopg import sql
+
+        with self.connect() as connection:
             connection.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
             )
-        # The driver named: SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg (3).
-        return f"postgresql+psycopg://{owner}:{password}@127.0.0.1:{self.port}/{name}"
 
 
 @dataclass
@@ -131,6 +144,78 @@ def mlflow_on_postgres(artifacts: Path) -> Iterator[TeamServer]:
         store_uri = postgres.create_database("mlflow", owner="mlflow")
         with mlflow_server(store_uri, free_port(), artifacts=artifacts) as url:
             yield TeamServer(url, store_uri, artifacts, postgres, "mlflow")
+
+
+@dataclass
+class AuthServer(TeamServer):
+    """A team server behind MLflow's basic-auth app: `passwords` of its users, the admin's included."""
+
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def login(self, user: str | None) -> dict[str, str]:
+        """The environment that signs MLflow's clients in as `user` (no login for None)."""
+        if user is None:
+            return {}
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.passwords[user]}
+
+    @contextmanager
+    def as_user(self, user: str) -> Iterator[None]:
+        """Sign this process's MLflow clients in as `user` for the duration."""
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in self.login(user).items():
+                patch.setenv(key, value)
+            yield
+
+    def add_user(self, user: str, password: str | None = None) -> str:
+        """Create `user` through MLflow's user API (as the admin), with a random password unless given; returns it."""
+        from mlflow.server import get_app_client
+
+        self.passwords[user] = password or secrets.token_urlsafe(16)
+        with self.as_user(ADMIN):
+            get_app_client("basic-auth", tracking_uri=self.url).create_user(user, self.passwords[user])
+        return self.passwords[user]
+
+    def grant(self, user: str, kind: str, resource: str, permission: str) -> None:
+        """Give `user` a permission (READ, EDIT, MANAGE) on an experiment (by id) or a registered model (by name)."""
+        from mlflow.server import get_app_client
+
+        with self.as_user(ADMIN):
+            get_app_client("basic-auth", tracking_uri=self.url).grant_user_permission(user, kind, resource, permission)
+
+
+ADMIN = "admin"
+
+
+@contextmanager
+def mlflow_with_auth(folder: Path) -> Iterator[AuthServer]:
+    """The team server with MLflow's basic-auth app, set up as the README's Team setup says; files in `folder`.
+
+    Backend store and auth database are two databases of one PostgreSQL cluster, owned by role `mlflow`;
+    every secret (the role's password, the admin's password, the Flask secret key) is in the server's
+    environment only: the URIs and the auth config file hold none.
+    """
+    with postgres_cluster() as postgres:
+        password = urlsplit(postgres.create_database("mlflow", owner="mlflow")).password
+        postgres.add_database("mlflow_auth", owner="mlflow")
+        artifacts, config = folder / "artifacts", folder / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = postgresql+psycopg://mlflow@127.0.0.1:{postgres.port}/mlflow_auth\n"
+            f"admin_username = {ADMIN}\n"
+            # a password check costs 0.1-0.2 s of CPU (scrypt): once a minute per login, not once per request
+            "auth_cache_ttl_seconds = 60\n"
+        )
+        admin = secrets.token_urlsafe(16)
+        secrets_env = {
+            "PGPASSWORD": password,  # libpq's: the role's password for both databases, out of every URI
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
+        store_uri = f"postgresql+psycopg://mlflow@127.0.0.1:{postgres.port}/mlflow"
+        with mlflow_server(store_uri, free_port(), artifacts=artifacts, app_name="basic-auth", env=secrets_env) as url:
+            yield AuthServer(url, store_uri, artifacts, postgres, "mlflow", passwords={ADMIN: admin})
 
 
 def _as_owner(command: list[Any], folder: Path) -> None:

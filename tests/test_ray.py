@@ -1,6 +1,11 @@
-"""`sweep.executor: ray`: the sweep's variants as Ray tasks on a local 2-CPU Ray instance, logged to a team server."""
+"""`sweep.executor: ray`: the sweep's variants as Ray tasks on a local 2-CPU Ray instance, logged to a team server.
+
+The team server runs MLflow's basic-auth app: the sweep and the Ray workers sign in with credentials in their
+environment, as the README's Team setup and Ray sections say.
+"""
 
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -10,25 +15,34 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.errors import InputError
-from pipelines import cli, ray_executor
+from pipelines import access, cli, ray_executor
 from pipelines.config import load_config
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
-from pipelines.workers import run_job
+from pipelines.workers import Job, run_job
 from tests.conftest import ROOT, tiny
 
 GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16], "measure.gradients": False}
 NAMES = {"adam-full", "adam-bs16", "sgd-full", "sgd-bs16"}
 ON_RAY = {"sweep.executor": "ray"}
+USER = "ray-sweeper"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A local Ray instance with 2 CPUs and no dashboard, shared by the module's tests."""
+def login():
+    """The sweep's login on the team server: its user name and password as MLflow's clients read them."""
+    return {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(16)}
+
+
+@pytest.fixture(scope="module")
+def cluster(login):
+    """A local Ray instance with 2 CPUs and no dashboard, shared by the module's tests; its workers have the login."""
     import ray
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(ROOT)  # Ray puts the driver's working directory on its workers' sys.path: this checkout
+        for key, value in login.items():  # in the environment Ray starts its workers with, as `ray start` on a node
+            patch.setenv(key, value)
         ray.init(num_cpus=2, include_dashboard=False)
     # Both workers import TensorFlow while the team server starts, instead of in the first test.
     warm = ray.remote(_import_training)
@@ -43,21 +57,24 @@ def _import_training():
 
 
 @pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory):
-    """One `mlflow server` on a throwaway PostgreSQL database for the module (tests/servers.py)."""
-    from tests.servers import mlflow_on_postgres
+def postgres_server(tmp_path_factory, login):
+    """One basic-auth `mlflow server` on a throwaway PostgreSQL cluster for the module, with the sweep's user."""
+    from tests.servers import mlflow_with_auth
 
-    with mlflow_on_postgres(tmp_path_factory.mktemp("artifacts")) as server:
+    with mlflow_with_auth(tmp_path_factory.mktemp("team")) as server:
+        server.add_user(USER, login["MLFLOW_TRACKING_PASSWORD"])
         yield server
 
 
 @pytest.fixture
-def server(postgres_server, tmp_path, monkeypatch):
-    """The module's team server as MLFLOW_TRACKING_URI, in a fresh working directory."""
+def server(postgres_server, login, tmp_path, monkeypatch):
+    """The module's team server as MLFLOW_TRACKING_URI, signed in as the sweep's user, in a fresh working directory."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_server.url)
+    for key, value in login.items():
+        monkeypatch.setenv(key, value)
     return postgres_server
 
 
@@ -95,6 +112,28 @@ def test_a_ray_sweep_nests_the_same_runs_as_the_local_executor(cluster, server):
     # same split, same seeds: the same training, up to float round-off between thread counts
     losses = {c.info.run_name: c.data.metrics["val_loss"] for c in children}
     assert losses == pytest.approx({c.info.run_name: c.data.metrics["val_loss"] for c in local_children}, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_ray_node_without_the_password_is_one_line_naming_the_variables(cluster, server):
+    client = MlflowClient(server.url)
+    parent = client.create_run(client.create_experiment("no-login-on-ray"), run_name="sweep-iris")
+    job = Job(tiny(**GRID), "adam-full", parent.info.run_id, {})
+    # a node whose `ray start` environment lacks the right password: one task with that environment
+    wrong = {"env_vars": {"MLFLOW_TRACKING_PASSWORD": "not-the-password"}}
+    ref = cluster.remote(ray_executor._attempt).options(runtime_env=wrong).remote(job, None, server.url, 1, run_job)
+    outcome = ray_executor._outcome(cluster, ref, job)
+    assert outcome["state"] == "failed"
+    assert "/api/2.0/mlflow/runs/get failed with error code 401 != 200" in outcome["error"]
+    with pytest.raises(access.AccessRefused) as refused:
+        next(access.stop_at_refusal(iter([outcome]), on_ray=True))
+    assert str(refused.value) == (
+        f"variant adam-full: tracking server {server.url} did not accept user '{USER}' (401: wrong user name or "
+        "password): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your login on that server "
+        "(a Ray task signs in with the credentials in its node's `ray start` environment)"
+    )
+    assert [r.info.run_id for r in client.search_runs([parent.info.experiment_id])] == [parent.info.run_id]
+    client.set_terminated(parent.info.run_id)
 
 
 def _marker(parent_run_id, name):
