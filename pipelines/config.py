@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from components.errors import InputError
+from components.files import SEPARATORS
 from components.sweep import ALIASES
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
@@ -28,6 +29,15 @@ class DataConfig(_Strict):
     source: str
     target: str | None
     task: Literal["auto", "classification", "regression"]
+    encoding: str | None
+    separator: str | None
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1 and value not in SEPARATORS:
+            raise ValueError(f"use one character or one of {', '.join(SEPARATORS)}")
+        return value
 
 
 class SplitConfig(_Strict):

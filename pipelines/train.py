@@ -110,6 +110,7 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     """Dataset inputs, split report and resolved config: the record of what the run learned from."""
     ds = prepared.dataset
     tracking.log_dataset_inputs(prepared.split, ds.name, ds.source, ds.digest)
+    tracking.log_params({f"data.read.{k}": v for k, v in ds.reading.items()})  # e.g. the encoding detected
     report = prepared.split.report.to_dict() | {"imputed_values": prepared.preprocessor.imputed}
     tracking.log_json(report, "split_report.json")
     tracking.log_yaml(cfg.model_dump(), "config.yaml")
