@@ -95,8 +95,10 @@ CASES = {
         "{tmp}/rows.csv is not a text CSV file: it holds binary data (a zero byte at offset 8): export it as CSV",
     ),
     "wrong separator": (
-        lambda t: ["--data", _csv(t, "rows.csv", "a;b;y\n1;2;0\n3;4;1\n"), "--target", "y"]
-        + ["--overrides", "data.separator=comma"],
+        lambda t: (
+            ["--data", _csv(t, "rows.csv", "a;b;y\n1;2;0\n3;4;1\n"), "--target", "y"]
+            + ["--overrides", "data.separator=comma"]
+        ),
         "target column 'y' not in {tmp}/rows.csv: its header was split at the comma, but its names are separated by "
         "semicolons (a;b;y): set data.separator=semicolon",
     ),
