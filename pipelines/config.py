@@ -93,6 +93,11 @@ class RayConfig(_Strict):
     max_retries: Annotated[int, Field(ge=0)]
 
 
+class TrackingConfig(_Strict):
+    system_metrics: bool
+    system_metrics_interval: Annotated[float, Field(gt=0)]
+
+
 class ScheduleConfig(_Strict):
     on_overlap: Literal["wait", "skip"]
     lock_timeout: Annotated[float, Field(ge=0)]
@@ -111,11 +116,13 @@ class Config(_Strict):
     sweep: SweepConfig
     ray: RayConfig
     schedule: ScheduleConfig
+    tracking: TrackingConfig
     optimizers: dict[str, dict[str, float | bool]]
 
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
-        where = {"schedule": True, "ray": True, "training": {"verbose"}, "sweep": {"workers", "executor"}}
+        where = {"schedule": True, "ray": True, "tracking": True, "training": {"verbose"}}
+        where["sweep"] = {"workers", "executor"}
         tree = self.model_dump(exclude=where)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

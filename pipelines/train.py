@@ -19,7 +19,7 @@ from components.measure import GradientProbe
 from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
 from components.train import LOSSES, compile_model, evaluate, fit_variant
-from pipelines import cli, tracking
+from pipelines import cli, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.prepare import Prepared, prepare
 
@@ -49,6 +49,7 @@ def train(
     name = run_name or variant
     tags = {**run_tags(cfg, prepared), "descent.variant": variant, **(tags or {})}
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
+        system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
         tracking.log_params(variant_params(cfg, hyper, regime, n_train))
         tracking.set_tags({"mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg)})
         if parent_run_id is None:
