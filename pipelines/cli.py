@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -11,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from components.errors import InputError
+from pipelines import console
 from pipelines.config import Config, load_config, parse_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
@@ -38,6 +38,7 @@ def parser(description: str, variant_options: bool = True) -> argparse.ArgumentP
         p.add_argument("--batch_size", "--batch-size", default="", help="1, a mini-batch size, or full")
         p.add_argument("--learning_rate", "--learning-rate", default="", help="overrides the optimizer's rate")
         p.add_argument("--seed", default="", help="seed of the initial weights and row order")
+    add_flag(p, "verbose", "show everything: per-epoch lines, and TensorFlow's and the libraries' own lines")
     return p
 
 
@@ -65,12 +66,17 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
         "training.seed": getattr(args, "seed", ""),
     }
     chosen = {k: v for k, v in texts.items() if v} | {k: parse_value(v) for k, v in values.items() if v}
-    return load_config(args.config or None, args.overrides, chosen | (extra or {}))
+    cfg = load_config(args.config or None, args.overrides, chosen | (extra or {}))
+    if getattr(args, "verbose", False) and not cfg.training.verbose:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"verbose": 1})})
+    if cfg.training.verbose:
+        console.show_everything()
+    return cfg
 
 
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run an entry point: bad input is one line on stderr and exit 2; any other failure exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    console.setup_logging()
     signal.signal(signal.SIGTERM, terminate)
     try:
         return entry(argv) or EXIT_OK
@@ -84,6 +90,25 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
     except KeyboardInterrupt:
         print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
         return 130
+    finally:
+        _keep_logs()
+
+
+def _keep_logs() -> None:
+    """The log files of this command (what was kept off the console) become logs/ of the run it made last."""
+    import mlflow
+
+    def upload(folder: object) -> None:
+        last = mlflow.last_active_run()
+        if last is not None:
+            from pipelines import tracking
+
+            tracking.log_folder_to(last.info.run_id, folder, "logs")
+
+    try:
+        console.keep_logs(upload)
+    except Exception as exc:  # the logs are a courtesy: never the reason a run fails
+        print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def terminate(signum: int, frame: object) -> None:
