@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 from components.errors import InputError
-from pipelines import console
+from pipelines import terminal
 from pipelines.config import Config, load_config, parse_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
@@ -70,13 +70,13 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
     if getattr(args, "verbose", False) and not cfg.training.verbose:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"verbose": 1})})
     if cfg.training.verbose:
-        console.show_everything()
+        terminal.show_everything()
     return cfg
 
 
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run an entry point: bad input is one line on stderr and exit 2; any other failure exit 1."""
-    console.setup_logging()
+    terminal.setup_logging()
     signal.signal(signal.SIGTERM, terminate)
     try:
         return entry(argv) or EXIT_OK
@@ -106,7 +106,7 @@ def _keep_logs() -> None:
             tracking.log_folder_to(last.info.run_id, folder, "logs")
 
     try:
-        console.keep_logs(upload)
+        terminal.keep_logs(upload)
     except Exception as exc:  # the logs are a courtesy: never the reason a run fails
         print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
 

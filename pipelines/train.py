@@ -21,6 +21,7 @@ from components.optimizers import BatchRegime, batch_regime, check_optimizer, ma
 from components.train import LOSSES, compile_model, evaluate, fit_variant
 from pipelines import cli, system_metrics, tracking
 from pipelines.config import Config, flatten
+from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
 
 log = logging.getLogger("descent")
@@ -47,7 +48,12 @@ def train(
     regime = batch_regime(t.batch_size, n_train)
     variant = f"{t.optimizer}-{regime.label}"
     name = run_name or variant
-    tags = {**run_tags(cfg, prepared), "descent.variant": variant, **(tags or {})}
+    tags = {
+        **run_tags(cfg, prepared),
+        "descent.variant": variant,
+        **group_tags(t.optimizer, regime, variant),
+        **(tags or {}),
+    }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
         system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
         tracking.log_params(variant_params(cfg, hyper, regime, n_train))
