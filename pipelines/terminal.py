@@ -100,12 +100,10 @@ def is_quiet() -> bool:
 def setup_logging() -> None:
     """descent's own lines on stdout; other libraries' log records to the log file while quiet (else to stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    divert = _Divert()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(divert)
-    for name in ("mlflow", "tensorflow", "absl", "ray"):
+    for name in ("", "mlflow", "tensorflow", "absl", "ray"):  # "": the root logger, which the others propagate to
         for handler in logging.getLogger(name).handlers:
-            handler.addFilter(divert)
+            if not any(isinstance(f, _Divert) for f in handler.filters):
+                handler.addFilter(_Divert())
 
 
 class _Divert(logging.Filter):
