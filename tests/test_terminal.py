@@ -37,3 +37,10 @@ def test_the_logs_are_handed_over_then_deleted(tmp_path, monkeypatch):
     assert not folder.exists() and terminal.logs_folder() is None
     terminal.keep_logs(handed.append)  # nothing left to hand over
     assert len(handed) == 1
+
+
+def test_ray_keeps_its_lines_in_its_own_logs_while_quiet(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(terminal.STATE, "quiet", True)
+    assert terminal.ray_options() == {"log_to_driver": False, "logging_level": logging.WARNING}
