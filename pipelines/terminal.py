@@ -100,10 +100,14 @@ def is_quiet() -> bool:
 def setup_logging() -> None:
     """descent's own lines on stdout; other libraries' log records to the log file while quiet (else to stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for name in ("", "mlflow", "tensorflow", "absl", "ray"):  # "": the root logger, which the others propagate to
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _Divert) for f in handler.filters):
-                handler.addFilter(_Divert())
+    for name in ("", "mlflow", "tensorflow", "absl"):  # "": the root logger, which the others propagate to
+        _divert(name)
+
+
+def _divert(logger: str) -> None:
+    for handler in logging.getLogger(logger).handlers:
+        if not any(isinstance(f, _Divert) for f in handler.filters):
+            handler.addFilter(_Divert())
 
 
 class _Divert(logging.Filter):
@@ -155,5 +159,7 @@ def keep_logs(log_folder_to: Any) -> None:
 
 
 def ray_options() -> dict[str, Any]:
-    """ray.init options: while quiet, Ray's own INFO lines and its workers' output stay in Ray's session logs."""
-    return {"log_to_driver": not STATE.quiet, "logging_level": logging.WARNING if STATE.quiet else logging.INFO}
+    """ray.init options (Ray imported): while quiet, Ray's own lines go to the log file, its workers' output
+    stays in Ray's session logs."""
+    _divert("ray")
+    return {"log_to_driver": not STATE.quiet}

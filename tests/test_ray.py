@@ -1,6 +1,5 @@
 """`sweep.executor: ray`: the sweep's variants as Ray tasks on a local 2-CPU Ray instance, logged to a team server."""
 
-import logging
 import os
 import signal
 import sys
@@ -180,7 +179,7 @@ def test_connect_starts_a_light_local_instance_or_joins_the_address_given():
     local = FakeRay()
     assert ray_executor._connect(local, None) is True  # started here: the sweep shuts it down after
     assert local.calls == [{"address": None, "include_dashboard": False, **terminal.ray_options()}]
-    assert terminal.ray_options() == {"log_to_driver": True, "logging_level": logging.INFO}  # not quiet in a test
+    assert terminal.ray_options() == {"log_to_driver": True}  # not quiet in a test
     joined = FakeRay()
     assert ray_executor._connect(joined, "10.0.0.5:6379") is True
     assert joined.calls[0]["address"] == "10.0.0.5:6379"

@@ -40,7 +40,5 @@ def test_the_logs_are_handed_over_then_deleted(tmp_path, monkeypatch):
 
 
 def test_ray_keeps_its_lines_in_its_own_logs_while_quiet(monkeypatch):
-    import logging
-
     monkeypatch.setattr(terminal.STATE, "quiet", True)
-    assert terminal.ray_options() == {"log_to_driver": False, "logging_level": logging.WARNING}
+    assert terminal.ray_options() == {"log_to_driver": False}
