@@ -1,20 +1,20 @@
-"""Load a data set (embedded scikit-learn sets or a user's CSV/Parquet file) with its task and digest."""
+"""Load a data set (embedded scikit-learn sets or a user's table file) with its task, digest and how it was read."""
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from components.errors import InputError
+from components.errors import InputError, InputWarning
+from components.files import SEPARATORS, read_table, table_name
 
 EMBEDDED = ("digits", "iris", "wine", "breast_cancer", "diabetes")
-FILE_FORMATS = (".csv", ".parquet", ".pq")
 TASKS = ("classification", "regression")
 # An integer target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 20
@@ -30,6 +30,7 @@ class Dataset:
     name: str
     source: str
     digest: str
+    reading: dict[str, str] = field(default_factory=dict)  # how a file was read: format, encoding, separator, ...
 
     @property
     def target_name(self) -> str:
@@ -44,28 +45,45 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def load_dataset(source: str, target: str | None = None, task: str = "auto") -> Dataset:
-    """Load an embedded data set by name or a CSV/Parquet file with a named target column."""
+def load_dataset(
+    source: str,
+    target: str | None = None,
+    task: str = "auto",
+    encoding: str | None = None,
+    separator: str | None = None,
+) -> Dataset:
+    """Load an embedded data set by name, or a table file (see components.files) with a named target column.
+
+    `encoding` and `separator` (a character, or comma, semicolon, tab, pipe) replace what is detected.
+    """
+    reading: dict[str, str] = {}
     if source in EMBEDDED:
         frame, target = _load_embedded(source, target)
         name, origin = source, f"sklearn.datasets.load_{source}"
     else:
-        frame = _read_file(source)
-        name, origin = Path(source).stem, str(Path(source).resolve())
+        path = _existing(source)
+        frame, reading = read_table(path, encoding, separator)
+        name, origin = table_name(path), str(path.resolve())
     frame.columns = [str(c) for c in frame.columns]
     if target is None:
         raise InputError(
             f"no target column given for {source}: set data.target (-P target=<column>); "
             f"columns are {', '.join(map(str, frame.columns))}"
         )
-    _check_frame(frame, target, source)
+    _check_frame(frame, target, source, reading.get("separator"))
     y = frame[target]
     features = frame.drop(columns=[target])
     resolved = detect_task(y) if task == "auto" else task
     if resolved not in TASKS:
         raise InputError(f"unknown task {task!r}: use auto, classification or regression")
     _check_target(y, resolved, target)
-    return Dataset(features, y, resolved, name, origin, frame_digest(frame))
+    for column in features.columns[features.isna().all().to_numpy()]:
+        warnings.warn(
+            f"feature column {column!r} of {source} is entirely missing: it is left out; fill it or drop it",
+            InputWarning,
+            stacklevel=2,
+        )
+    return Dataset(features, y, resolved, name, origin, frame_digest(frame), reading)
 
 
 def detect_task(y: pd.Series) -> str:
@@ -93,46 +111,17 @@ def _load_embedded(name: str, target: str | None) -> tuple[pd.DataFrame, str]:
     return frame, default_target
 
 
-def _read_file(source: str) -> pd.DataFrame:
+def _existing(source: str) -> Path:
     path = Path(source)
     if not path.exists():
         raise InputError(
             f"data file not found: {source}: give an existing .csv/.parquet path "
             f"or an embedded data set ({', '.join(EMBEDDED)})"
         )
-    if path.is_dir():
-        raise InputError(f"data path is a directory, not a file: {source}: give a .csv or .parquet file")
-    suffix = path.suffix.lower()
-    if suffix not in FILE_FORMATS:
-        raise InputError(f"unsupported data format {suffix or '(none)'!r} for {source}: use .csv or .parquet")
-    if suffix == ".csv" and path.stat().st_size:
-        _check_header(path)
-    try:
-        frame = pd.read_csv(path) if suffix == ".csv" else _read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"data file is empty: {source}: it needs a header row and data rows") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        if suffix != ".csv":
-            raise InputError(
-                f"cannot read {source} as parquet: the file is corrupt or not Parquet: export it again"
-            ) from None
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(
-            f"cannot read {source} as {suffix[1:]}: {reason}: check the file is a valid {suffix[1:]}"
-        ) from None
-    return frame
+    return path
 
 
-def _check_header(path: Path) -> None:
-    # pandas renames a repeated CSV column to "name.1"; the header itself shows the repeat.
-    with path.open(newline="") as handle:
-        header = next(csv.reader(handle), [])
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise InputError(f"duplicate column names in {path}: {', '.join(repeated)}: rename them")
-
-
-def _check_frame(frame: pd.DataFrame, target: str, source: str) -> None:
+def _check_frame(frame: pd.DataFrame, target: str, source: str, separator: str | None = None) -> None:
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise InputError(f"duplicate column names in {source}: {', '.join(map(str, duplicated))}: rename them")
@@ -140,6 +129,12 @@ def _check_frame(frame: pd.DataFrame, target: str, source: str) -> None:
         columns = [str(c) for c in frame.columns]
         close = difflib.get_close_matches(target, columns, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
+        split = _separator_in_names(columns, target)
+        if split and separator:
+            raise InputError(
+                f"target column {target!r} not in {source}: its header was split at the {separator}, but its names "
+                f"are separated by {split}s ({', '.join(columns)}): set data.separator={split}"
+            )
         raise InputError(f"target column {target!r} not in {source}: {hint}columns are {', '.join(columns)}")
     if len(frame) == 0:
         raise InputError(f"no data rows in {source}: the file has a header but no rows")
@@ -148,6 +143,14 @@ def _check_frame(frame: pd.DataFrame, target: str, source: str) -> None:
     features = frame.drop(columns=[target])
     if len(frame) > 1 and (features.nunique(dropna=False) <= 1).all():
         raise InputError(f"every feature column of {source} is constant: nothing to learn from; check the file")
+
+
+def _separator_in_names(columns: list[str], target: str) -> str | None:
+    """The separator that joins the target's name to others in one column name: the file's real separator."""
+    for name, char in SEPARATORS.items():
+        if any(target in column.split(char) for column in columns if char in column):
+            return name
+    return None
 
 
 def _check_target(y: pd.Series, task: str, name: str) -> None:
@@ -164,10 +167,3 @@ def _check_target(y: pd.Series, task: str, name: str) -> None:
             f"target column {name!r} has a single class ({getattr(only, 'item', lambda: only)()!r}): "
             "classification needs at least two classes"
         )
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    """A Parquet file as a frame, releasing Arrow's copy column by column: one copy of the data at the peak."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pandas(self_destruct=True, split_blocks=True)

@@ -4,6 +4,10 @@ import logging
 import os
 import warnings
 
+from pipelines import terminal
+
+# Before anything imports TensorFlow: its C++ start-up lines go to the log file of a descent process, not the console.
+terminal.start()
 # Read by MLflow at import: per-artifact progress bars would bury descent's own lines.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # MLflow prints "View run ... at <tracking URI>" for every run, password included if the URI has

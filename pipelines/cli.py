@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -11,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 from components.errors import InputError
-from pipelines import access
+from pipelines import access, terminal
 from pipelines.config import Config, load_config, parse_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
@@ -26,7 +25,7 @@ def parser(description: str, variant_options: bool = True) -> argparse.ArgumentP
     p = argparse.ArgumentParser(description=description)
     # DESCENT_CONFIG / DESCENT_OVERRIDES let schedulers (cron, systemd, Kubernetes) set them once.
     p.add_argument("--config", default=os.environ.get("DESCENT_CONFIG", ""), help="a YAML file over conf/default.yaml")
-    p.add_argument("--data", default="", help="embedded data set name or a .csv/.parquet path")
+    p.add_argument("--data", default="", help="embedded data set name or a data file (.csv, .tsv, .parquet, ...)")
     p.add_argument("--target", default="", help="target column of a data file")
     p.add_argument("--epochs", default="", help="passes over the training rows")
     p.add_argument(
@@ -39,6 +38,7 @@ def parser(description: str, variant_options: bool = True) -> argparse.ArgumentP
         p.add_argument("--batch_size", "--batch-size", default="", help="1, a mini-batch size, or full")
         p.add_argument("--learning_rate", "--learning-rate", default="", help="overrides the optimizer's rate")
         p.add_argument("--seed", default="", help="seed of the initial weights and row order")
+    add_flag(p, "verbose", "show everything: per-epoch lines, and TensorFlow's and the libraries' own lines")
     return p
 
 
@@ -68,12 +68,16 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
     chosen = {k: v for k, v in texts.items() if v} | {k: parse_value(v) for k, v in values.items() if v}
     cfg = load_config(args.config or None, args.overrides, chosen | (extra or {}))
     access.note(experiment=cfg.experiment)  # named if the tracking server refuses this login
+    if getattr(args, "verbose", False) and not cfg.training.verbose:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"verbose": 1})})
+    if cfg.training.verbose:
+        terminal.show_everything()
     return cfg
 
 
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run an entry point: bad input (a refusing tracking server too) is one line on stderr and exit 2; else exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    terminal.setup_logging()
     signal.signal(signal.SIGTERM, terminate)
     try:
         return entry(argv) or EXIT_OK
@@ -92,6 +96,25 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
     except KeyboardInterrupt:
         print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
         return 130
+    finally:
+        _keep_logs()
+
+
+def _keep_logs() -> None:
+    """The log files of this command (what was kept off the console) become logs/ of the run it made last."""
+    import mlflow
+
+    def upload(folder: object) -> None:
+        last = mlflow.last_active_run()
+        if last is not None:
+            from pipelines import tracking
+
+            tracking.log_folder_to(last.info.run_id, folder, "logs")
+
+    try:
+        terminal.keep_logs(upload)
+    except Exception as exc:  # the logs are a courtesy: never the reason a run fails
+        print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def terminate(signum: int, frame: object) -> None:

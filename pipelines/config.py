@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import InputError
+from components.files import SEPARATORS
 from components.sweep import ALIASES
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
@@ -30,6 +31,15 @@ class DataConfig(_Strict):
     task: Literal["auto", "classification", "regression"]
     image_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
     color_mode: Literal["grayscale", "rgb", "rgba"]
+    encoding: str | None
+    separator: str | None
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1 and value not in SEPARATORS:
+            raise ValueError(f"use one character or one of {', '.join(SEPARATORS)}")
+        return value
 
 
 class SplitConfig(_Strict):
@@ -120,6 +130,11 @@ class RayConfig(_Strict):
     max_retries: Annotated[int, Field(ge=0)]
 
 
+class TrackingConfig(_Strict):
+    system_metrics: bool
+    system_metrics_interval: Annotated[float, Field(gt=0)]
+
+
 class ScheduleConfig(_Strict):
     on_overlap: Literal["wait", "skip"]
     lock_timeout: Annotated[float, Field(ge=0)]
@@ -139,11 +154,13 @@ class Config(_Strict):
     sweep: SweepConfig
     ray: RayConfig
     schedule: ScheduleConfig
+    tracking: TrackingConfig
     optimizers: dict[str, dict[str, float | bool]]
 
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
-        where = {"schedule": True, "ray": True, "training": {"verbose"}, "sweep": {"workers", "executor"}}
+        where = {"schedule": True, "ray": True, "tracking": True, "training": {"verbose"}}
+        where["sweep"] = {"workers", "executor"}
         tree = self.model_dump(exclude=where)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -54,7 +54,8 @@ class Prepared:
 
 def prepare(cfg: Config) -> Prepared:
     """Load, split and preprocess (fitted on the training rows only)."""
-    ds = load_dataset(cfg.data.source, cfg.data.target, cfg.data.task)
+    d = cfg.data
+    ds = load_dataset(d.source, d.target, d.task, encoding=d.encoding, separator=d.separator)
     split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
     pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
     arrays = Arrays(

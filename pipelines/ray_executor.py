@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from components.errors import InputError
-from pipelines import tracking
+from pipelines import terminal, tracking
 from pipelines.config import RayConfig
 from pipelines.prepare import Prepared
 from pipelines.workers import Job, run_job, use_cores
@@ -99,7 +99,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address, include_dashboard=False)
+        ray.init(address=address, include_dashboard=False, **terminal.ray_options())
     except ConnectionError as exc:
         raise InputError(
             f"cannot reach the Ray cluster at {address or 'RAY_ADDRESS'} ({exc}): "

@@ -16,7 +16,7 @@ from components.errors import InputError
 from components.model import check_activation
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import access, cli, tracking
+from pipelines import access, cli, grouping, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
@@ -194,6 +194,7 @@ def _entry(argv: list[str] | None) -> int:
     print(terminal_table(table, result["task"]).to_string(index=False))
     log.info("\nsee the variants side by side: %s", tracking.ui_command())
     log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
+    log.info(grouping.hint(result["experiment_id"], result["parent_run_id"], cfg.sweep.seeds))
     if not table["status"].isin(["finished", "diverged"]).any():
         print("descent: error: no variant of the sweep finished: see each run's descent.error tag", file=sys.stderr)
         return cli.EXIT_FAILED

@@ -20,8 +20,9 @@ from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
 from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
 from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
-from pipelines import cli, tracking
+from pipelines import cli, system_metrics, tracking
 from pipelines.config import Config, flatten
+from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
 from pipelines.tune import Choice, Chosen, choose
 
@@ -53,8 +54,14 @@ def train(
     regime = batch_regime(t.batch_size, n_train)
     variant = f"{t.optimizer}-{regime.label}"
     name = run_name or variant
-    tags = {**run_tags(cfg, prepared), "descent.variant": variant, **(tags or {})}
+    tags = {
+        **run_tags(cfg, prepared),
+        "descent.variant": variant,
+        **group_tags(t.optimizer, regime, variant),
+        **(tags or {}),
+    }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
+        system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
         tracking.log_params(variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
             log_data_record(cfg, prepared)
@@ -151,6 +158,7 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     """Dataset inputs, split report and resolved config: the record of what the run learned from."""
     ds = prepared.dataset
     tracking.log_dataset_inputs(prepared.split, ds.name, ds.source, ds.digest)
+    tracking.log_params({f"data.read.{k}": v for k, v in ds.reading.items()})  # e.g. the encoding detected
     report = prepared.split.report.to_dict() | {"imputed_values": prepared.preprocessor.imputed}
     tracking.log_json(report, "split_report.json")
     tracking.log_yaml(cfg.model_dump(), "config.yaml")

@@ -8,39 +8,20 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from components.errors import InputError
-from pipelines import cli, tracking
+from pipelines import cli, terminal, tracking
+from pipelines.browser import capture_grouped, capture_sweep
 from pipelines.compare import latest_sweep
 from pipelines.config import load_config
 
 log = logging.getLogger("descent")
-CHROMIUM = "/usr/bin/chromium"
-# Flags for a headless Chromium on a machine with no outside network (it would otherwise keep dialling out).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@dataclass
-class Capture:
-    """What the browser saw on a sweep's pages, and where the screenshots are."""
-
-    children_visible: list[str] = field(default_factory=list)
-    chart_titles: list[str] = field(default_factory=list)
-    artifacts: list[str] = field(default_factory=list)
-    screenshots: list[Path] = field(default_factory=list)
 
 
 def free_port() -> int:
@@ -76,10 +57,12 @@ def mlflow_server(
         command += ["--artifacts-destination", str(artifacts)]
     if app_name is not None:
         command += ["--app-name", app_name]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its output goes to a file: a pipe nobody reads would fill up and stall a server that runs for hours.
+    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed below, after the server)
+    server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
     url = f"http://{host}:{port}"
     try:
-        _wait_healthy(server, url, timeout)
+        _wait_healthy(server, url, timeout, output)
         yield url
     finally:
         server.terminate()
@@ -87,92 +70,15 @@ def mlflow_server(
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+        output.close()
 
 
-def capture_sweep(url: str, experiment_id: str, parent_run_id: str, children: list[str], folder: Path) -> Capture:
-    """Open the sweep in headless Chromium as a person would; screenshot each view."""
-    try:
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise InputError("screenshots need Playwright: pip install -e '.[ui]'") from None
-
-    if not Path(CHROMIUM).exists():
-        raise InputError(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
-    folder.mkdir(parents=True, exist_ok=True)
-    seen = Capture()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/#/experiments/{experiment_id}/runs")
-        parent_link = page.locator(f'a[href$="/runs/{parent_run_id}"]').first
-        parent_link.wait_for(timeout=60_000)
-        assistant = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
-        if assistant.count():
-            assistant.first.click()
-        row = page.locator('div[role="row"]', has=parent_link)
-        row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
-        _wait_for_any(page, children)
-        seen.children_visible = [n for n in children if page.get_by_text(n, exact=True).count()]
-        seen.screenshots.append(_shot(page, folder / "runs-table.png"))
-
-        page.locator('label:has(input[value="CHART"])').click()
-        search = page.get_by_placeholder("Search metric charts")
-        search.wait_for(timeout=30_000)
-        # Charts below the fold are drawn only when scrolled to; search each one as a person would.
-        for title in ("loss", "val_loss", "val_accuracy", "val_mae", "epoch_seconds", "updates"):
-            search.fill(title)
-            try:
-                page.locator(f'h4[title="{title}"]').first.wait_for(timeout=5_000)
-                seen.chart_titles.append(title)
-            except PlaywrightTimeout:
-                pass
-        search.fill("val_")
-        page.wait_for_timeout(2000)  # let the charts draw
-        seen.screenshots.append(_shot(page, folder / "runs-charts.png"))
-
-        page.goto(f"{url}/#/experiments/{experiment_id}/runs/{parent_run_id}/artifacts")
-        page.get_by_text("comparison", exact=True).first.wait_for(timeout=30_000)
-        page.get_by_text("comparison", exact=True).first.click()
-        plot = page.get_by_text("val_loss_by_update.png", exact=True)
-        plot.wait_for(timeout=30_000)
-        seen.artifacts = [
-            n
-            for n in (
-                "comparison.csv",
-                "summary.md",
-                "val_loss_by_epoch.png",
-                "val_loss_by_update.png",
-                "test_metric.png",
-            )
-            if page.get_by_text(n, exact=True).count()
-        ]
-        plot.click()
-        page.wait_for_timeout(1500)
-        seen.screenshots.append(_shot(page, folder / "sweep-artifacts.png"))
-        browser.close()
-    return seen
-
-
-def _wait_for_any(page: object, names: list[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(page.get_by_text(n, exact=True).count() for n in names):
-            page.wait_for_timeout(500)
-            return
-        page.wait_for_timeout(250)
-
-
-def _shot(page: object, path: Path) -> Path:
-    page.screenshot(path=str(path))
-    return path
-
-
-def _wait_healthy(server: subprocess.Popen, url: str, timeout: float) -> None:
+def _wait_healthy(server: subprocess.Popen, url: str, timeout: float, output: IO[str]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            reason = (server.stderr.read() if server.stderr else "").strip().splitlines()[-1:] or ["no output"]
+            output.seek(0)
+            reason = output.read().strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"mlflow server exited with code {server.returncode}: {reason[0]}")
         if tracking.healthy(url, timeout=2):
             return
@@ -186,7 +92,10 @@ def _entry(argv: list[str] | None) -> None:
     p.add_argument("--overrides", default="")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--screenshot", default="", help="save screenshots of the latest sweep into this folder and exit")
+    cli.add_flag(p, "verbose", "show the libraries' own lines too")
     args = p.parse_args(argv)
+    if args.verbose:
+        terminal.show_everything()
     cfg = load_config(args.config or None, args.overrides)
     parent = latest_sweep(cfg.experiment)
     experiment = parent.info.experiment_id
@@ -197,7 +106,8 @@ def _entry(argv: list[str] | None) -> None:
         port = free_port()
         with _server_or_remote(uri, remote, port) as url:
             seen = capture_sweep(url, experiment, parent.info.run_id, children, Path(args.screenshot))
-        for shot in seen.screenshots:
+            grouped = capture_grouped(url, experiment, ["optimizer"], Path(args.screenshot))
+        for shot in [*seen.screenshots, *(g.screenshot for g in grouped.values())]:
             log.info("saved %s", shot)
         return
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{args.port}"

@@ -1,4 +1,5 @@
-"""One tiny config every test starts from, and a throwaway MLflow store (or team server) per test that needs one."""
+"""One tiny config every test starts from, a throwaway MLflow store (or team server) per test that needs one,
+and a guard that the suite leaves the clone's own tracking store (mlflow.db, mlruns/, mlartifacts/) untouched."""
 
 from __future__ import annotations
 
@@ -27,6 +28,51 @@ TINY = {
     "tuning.method": "none",  # the configured learning rates; tests/test_tuning*.py tune for real
     "sweep.collapse_threshold": None,  # 2 epochs teach little; tests/test_tuning*.py check the rule
 }
+
+
+# The user's own store in this clone: tests use temporary stores and artifact roots, never these.
+OWN_STORE = ("mlflow.db", "mlruns", "mlartifacts")
+
+
+def store_snapshot(root: Path) -> dict[str, str]:
+    """Every file of the tracking store under `root`: relative path -> size and modification time.
+
+    A write to a file changes its modification time; reading a user's multi-GB mlflow.db to hash it would not add more.
+    """
+    files = {}
+    for name in OWN_STORE:
+        top = root / name
+        for path in [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file()):
+            stat = path.stat()
+            files[str(path.relative_to(root))] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    return files
+
+
+def store_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What changed between two snapshots, one line per file: added, removed or changed."""
+    lines = [f"added {p}" for p in sorted(after.keys() - before.keys())]
+    lines += [f"removed {p}" for p in sorted(before.keys() - after.keys())]
+    lines += [f"changed {p}" for p in sorted(before.keys() & after.keys()) if before[p] != after[p]]
+    return lines
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SNAPSHOT] = store_snapshot(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    changes = store_changes(session.config.stash[_SNAPSHOT], store_snapshot(ROOT))
+    if changes:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        shown = "\n  ".join(changes[:20]) + (f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else "")
+        message = f"the test suite changed this clone's own tracking store ({ROOT}):\n  {shown}"
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"ERROR: {message}", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_SNAPSHOT = pytest.StashKey[dict]()
 
 
 @pytest.fixture

@@ -17,6 +17,12 @@ def _csv(tmp: Path, name: str, text: str) -> str:
     return str(path)
 
 
+def _bytes(tmp: Path, name: str, content: bytes) -> str:
+    path = tmp / name
+    path.write_bytes(content)
+    return str(path)
+
+
 def _rows(tmp: Path, name: str = "rows.csv", **columns) -> str:
     n = 40
     frame = pd.DataFrame({"a": np.arange(n, dtype=float), "b": np.arange(n) % 7, "y": np.arange(n) % 2} | columns)
@@ -34,11 +40,13 @@ CASES = {
     ),
     "directory": (
         lambda t: ["--data", str(t), "--target", "y"],
-        "data path is a directory, not a file: {tmp}: give a .csv or .parquet file",
+        "data path is a folder with no .parquet files: {tmp}: give a .csv or .tsv (optionally .gz, .bz2, .zip, .xz), "
+        ".parquet, or a folder of .parquet files",
     ),
     "unsupported format": (
         lambda t: ["--data", _csv(t, "rows.json", "{}"), "--target", "y"],
-        "unsupported data format '.json' for {tmp}/rows.json: use .csv or .parquet",
+        "unsupported data format '.json' for {tmp}/rows.json: use .csv or .tsv (optionally .gz, .bz2, .zip, .xz), "
+        ".parquet, or a folder of .parquet files",
     ),
     "empty csv": (
         lambda t: ["--data", _csv(t, "empty.csv", ""), "--target", "y"],
@@ -81,6 +89,18 @@ CASES = {
     "duplicate column names": (
         lambda t: ["--data", _csv(t, "dup.csv", "a,a,y\n1,2,0\n3,4,1\n"), "--target", "y"],
         "duplicate column names in {tmp}/dup.csv: a: rename them",
+    ),
+    "binary file named .csv": (
+        lambda t: ["--data", _bytes(t, "rows.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "--target", "y"],
+        "{tmp}/rows.csv is not a text CSV file: it holds binary data (a zero byte at offset 8): export it as CSV",
+    ),
+    "wrong separator": (
+        lambda t: (
+            ["--data", _csv(t, "rows.csv", "a;b;y\n1;2;0\n3;4;1\n"), "--target", "y"]
+            + ["--overrides", "data.separator=comma"]
+        ),
+        "target column 'y' not in {tmp}/rows.csv: its header was split at the comma, but its names are separated by "
+        "semicolons (a;b;y): set data.separator=semicolon",
     ),
     "corrupt parquet": (
         lambda t: ["--data", _csv(t, "bad.parquet", "this is not parquet"), "--target", "y"],

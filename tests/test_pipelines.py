@@ -125,3 +125,21 @@ def test_same_config_and_seed_give_identical_runs(store):
         history_b = [m.value for m in client.get_metric_history(b["run_id"], key)]
         assert history_a == history_b, key
     assert run_a.data.metrics["test_loss"] == run_b.data.metrics["test_loss"]
+
+
+def test_how_a_file_was_read_is_recorded_on_the_run(store, tmp_path):
+    rows = load_dataset("iris").features.assign(label=load_dataset("iris").target.map({0: "sétosa", 1: "b", 2: "c"}))
+    path = tmp_path / "iris.csv.gz"
+    import gzip
+
+    path.write_bytes(gzip.compress(rows.to_csv(index=False, sep=";").encode("cp1252")))
+    cfg = tiny(**{"data.source": str(path), "data.target": "label", "training.epochs": 1})
+    run = _run(store, train(cfg)["run_id"])
+    read = {k: v for k, v in run.data.params.items() if k.startswith("data.read.")}
+    assert read == {
+        "data.read.format": "csv",
+        "data.read.encoding": "cp1252",
+        "data.read.separator": "semicolon",
+        "data.read.compression": "gzip",
+    }
+    assert run.data.params["data.encoding"] == "None"  # nothing configured: detected

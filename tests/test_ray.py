@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.errors import InputError
-from pipelines import access, cli, ray_executor
+from pipelines import access, cli, ray_executor, terminal
 from pipelines.config import load_config
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
@@ -217,7 +217,8 @@ class FakeRay:
 def test_connect_starts_a_light_local_instance_or_joins_the_address_given():
     local = FakeRay()
     assert ray_executor._connect(local, None) is True  # started here: the sweep shuts it down after
-    assert local.calls == [{"address": None, "include_dashboard": False}]
+    assert local.calls == [{"address": None, "include_dashboard": False, **terminal.ray_options()}]
+    assert terminal.ray_options() == {"log_to_driver": True}  # not quiet in a test
     joined = FakeRay()
     assert ray_executor._connect(joined, "10.0.0.5:6379") is True
     assert joined.calls[0]["address"] == "10.0.0.5:6379"

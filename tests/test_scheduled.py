@@ -136,6 +136,8 @@ def _command(path, pattern):
 
 @pytest.mark.slow
 def test_the_shipped_cron_and_systemd_commands_run(store, tmp_path):
+    # The commands `cd` into the clone: the experiment's artifacts must not land in the clone's own ./mlruns.
+    MlflowClient(store).create_experiment("descent", artifact_location=str(tmp_path / "artifacts"))
     env = project_env(store) | {"DESCENT_HOME": str(ROOT), "DESCENT_LOG": str(tmp_path / "cron.log")}
     env["DESCENT_OVERRIDES"] = TINY_OVERRIDES
     cron = _command("descent.crontab", r"^[\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ [\d*/,-]+ (.+)$")
