@@ -55,7 +55,9 @@ def stop_at_refusal(outcomes: Iterator[dict], on_ray: bool = False) -> Iterator[
     Every other variant would be refused the same way; the executor's clean-up ends their open runs.
     """
     for outcome in outcomes:
-        refused = refusal_in(outcome.get("error", "")) if outcome["state"] == "failed" else None
+        refused = outcome.get("refused") or (
+            refusal_in(outcome.get("error", "")) if outcome["state"] == "failed" else None
+        )
         if refused:
             close = getattr(outcomes, "close", None)
             if close is not None:

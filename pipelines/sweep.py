@@ -172,7 +172,7 @@ def _describe(outcome: dict, task: str) -> str:
     value = last.get(key, float("nan"))
     state = " (diverged)" if outcome["state"] == "diverged" else ""
     lr = f"learning rate {result['learning_rate']:.3g} ({result['lr_chosen_by']})"
-    return f"{outcome['name']}{state}: {key} {value:.4f}, {lr}, {result['final']['train_seconds']:.1f} s"
+    return f"{outcome['name']}{state}: {key} {value:.4f}, {lr}, {result['final']['train_seconds']:.3g} s"
 
 
 def _entry(argv: list[str] | None) -> int:

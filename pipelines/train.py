@@ -205,11 +205,14 @@ def _fit(
     t, pre = cfg.training, prepared.preprocessor
     trainer = make_trainer(cfg, prepared, hyper, regime.batch_size)
 
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def show(epoch: int, metrics: dict[str, float]) -> None:
         shown = pre.in_target_units(metrics)
         sink.add(shown, step=epoch)
         if t.verbose:
             log.info("epoch %d/%d: %s", epoch, t.epochs, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        show(epoch, metrics)
         cli.check_stop()
 
     with tracking.EpochMetrics() as sink:
@@ -220,7 +223,7 @@ def _fit(
             fit = trainer.train(trainer.start(choice.learning_rate), t.epochs, on_epoch)
         else:  # the search trained the chosen learning rate for every epoch already
             for epoch, record in enumerate(fit.history, start=1):
-                sink.add(pre.in_target_units(record), step=epoch)
+                show(epoch, record)
         trainer.use(fit)
         for check in fit.checks:
             shown = {f"by_update/{k}": v for k, v in pre.in_target_units(check).items() if k != "updates"}

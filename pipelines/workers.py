@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import cli, tracking
+from pipelines import access, cli, tracking
 from pipelines.config import Config
 from pipelines.prepare import Prepared
 from pipelines.tune import Chosen
@@ -50,6 +50,7 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
     from pipelines.train import train
 
     cli.check_stop()
+    access.note(experiment=job.cfg.experiment)  # named if the tracking server refuses this worker's login
     try:
         resume_from = job.resume_from
         for run in tracking.running(job.parent_run_id, job.name):
@@ -67,7 +68,9 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
         )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
-        return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        outcome = {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        refused = access.refusal(exc)  # said here, where the worker's own login is known
+        return outcome | ({"refused": refused} if refused else {})
 
 
 def worker_count(workers: int | str, jobs: int) -> int:

@@ -22,7 +22,8 @@ from tests.conftest import ROOT, project_env
 pytestmark = pytest.mark.slow
 PEOPLE = ("alice", "bob")  # alice starts the studies; bob only reads them
 SCHEDULER = "descent-scheduler"
-TINY = "data.source=iris model.hidden=[8] training.epochs=2 sweep.workers=1 measure.gradients=false"
+TINY = "data.source=iris model.hidden=[8] training.epochs=2 sweep.workers=1 measure.gradients=false tuning.method=none"
+TINY += " sweep.collapse_threshold=null"  # two epochs at the configured rates teach iris little
 GRID = "sweep.optimizers=[adam,sgd] sweep.batch_sizes=[full,16]"
 LOGIN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -256,14 +257,14 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     experiment = study(server, "workers")
     for key, value in server.login(SCHEDULER).items():
         monkeypatch.setenv(key, value)
-    real = sweep_entry.run_local
 
-    def as_bob(jobs, workers, prepared):
-        # The worker processes sign in as bob (READ only): as if the server stopped letting the sweep write.
-        with server.as_user("bob"):
-            yield from real(jobs, workers, prepared)
+    class AsBob(sweep_entry.LocalExecutor):
+        def submit(self, job):
+            # The worker processes sign in as bob (READ only): as if the server stopped letting the sweep write.
+            with server.as_user("bob"):
+                super().submit(job)
 
-    monkeypatch.setattr(sweep_entry, "run_local", as_bob)
+    monkeypatch.setattr(sweep_entry, "LocalExecutor", AsBob)
     argv = ["--overrides", f"{TINY} {GRID} sweep.workers=2 experiment=workers"]
     assert cli.main(sweep_entry._entry, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err

@@ -2,7 +2,8 @@
 with --verbose.
 
 What counts as descent's line, precisely:
-- stdout: the sweep's progress (`N runs on W worker processes`, `[i/n] <variant>: <metric> <value>, <s> s  ETA <t>`),
+- stdout: the sweep's progress (`N runs on W worker processes`,
+  `[i/n] <variant>: <metric> <value>, learning rate <lr> (<how chosen>), <s> s  ETA <t>`),
   the summary (each line is a line of the run's comparison/summary.md), `Variants, best first ...`, the table of
   variants (its header, and one row per variant, starting with the variant's name), and the closing hints
   (`see the variants side by side: ...`, `then open http...`); a train run's `<variant> finished: ...` and
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 STDOUT = [
     r"\d+ runs on \d+ worker processes",
-    r"\[\d+/\d+\] [\w.-]+( \(diverged\))?: val_(accuracy|mae) [\d.]+, [\d.]+ s  ETA [\d:]+",
+    r"\[\d+/\d+\] [\w.-]+( \(diverged\))?: val_(accuracy|mae) [\d.]+, learning rate [\d.e+-]+ \(\w+\), "
+    r"[\d.e+-]+ s  ETA [\d:]+",
     r"Variants, best first \(ranked on the final validation metric\):",
     r"see the variants side by side: .+",
     r"then open http://\S+ and expand run \w+",
@@ -40,7 +42,7 @@ STDERR = [r"descent: (error|warning|note): .+"]
 LAUNCHER = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow\.[\w.]+: .+"
 TENSORFLOW = ("absl::InitializeLog", "oneDNN", "cpu_feature_guard", "cuda")
 MLFLOW_NOISE = ("An input example was not provided", "color_warning(")
-TABLE_HEADER = r"\s*variant\s+status\s+val_accuracy\s+test_accuracy\s+seconds\s+updates\s+seconds_to_target"
+TABLE_HEADER = r"\s*variant\s+status\s+lr\s+val_accuracy\s+test_accuracy\s+seconds\s+updates\s+seconds_to_target"
 
 
 def not_descents(out: str, err: str, summary: str = "", variants: tuple = (), launcher: bool = False) -> list[str]:
@@ -134,7 +136,7 @@ def test_mlflow_run_prints_only_descents_and_the_launchers_lines(store, tmp_path
 
 
 def test_the_definition_of_descents_lines_can_fail():
-    out = "[1/2] adam-bs16: val_accuracy 0.9000, 0.3 s  ETA 00:01\nsee it: descent-ui\n"
+    out = "[1/2] adam-bs16: val_accuracy 0.9000, learning rate 0.003 (grid), 0.3 s  ETA 00:01\nsee it: descent-ui\n"
     noise = "I0000 00:00:1795950449.844874    6609 cudart_stub.cc:31] Could not find cuda drivers"
     assert not_descents(out, "descent: warning: x\n") == []
     assert not_descents(out + "Epoch 1/2\n", noise + "\n") == ["Epoch 1/2", noise]
