@@ -1,9 +1,10 @@
-"""The servable model, logged as MLflow "models from code": raw feature rows in, predictions out."""
+"""The servable model, logged as MLflow "models from code": raw feature rows (or array samples) in, predictions out."""
 
 from __future__ import annotations
 
 import joblib
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -17,9 +18,11 @@ class DescentModel(PythonModel):
         self.preprocessor = joblib.load(context.artifacts["preprocessor"])
         self.network = keras.saving.load_model(context.artifacts["network"], compile=False)
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
-        x = self.preprocessor.transform(pd.DataFrame(model_input))
-        outputs = self.network.predict(x, verbose=0)
+    # model_input: a DataFrame of rows, or for array data a numpy array of samples (its tensor signature). No type
+    # hint: MLflow would read one as a schema of its own (and warns that it cannot read a union).
+    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
+        rows = model_input if isinstance(model_input, np.ndarray) else pd.DataFrame(model_input)
+        outputs = self.network.predict(self.preprocessor.transform(rows), verbose=0)
         return pd.DataFrame({"prediction": self.preprocessor.decode(outputs)})
 
 
