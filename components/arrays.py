@@ -69,7 +69,12 @@ def load_arrays(
     path = Path(source)
     if source in ARRAY_EMBEDDED or path.is_dir():
         if target is not None:
-            raise InputError(f"data.target={target!r} does not apply to {source}: its labels are its classes")
+            if source in ARRAY_EMBEDDED:
+                raise InputError(f"data.target={target!r} does not apply to {source}: its labels are its classes")
+            raise InputError(
+                f"data.target={target!r} does not apply to {source}: a folder is read as images, one subfolder per "
+                "class (its labels): remove data.target, or give a .csv or .parquet file for a table"
+            )
         if task == "regression":
             raise InputError(f"{source} holds images of classes, not a regression target: set data.task=auto")
         if source in ARRAY_EMBEDDED:
