@@ -13,8 +13,16 @@ class DescentModel(PythonModel):
     """The training-rows preprocessor followed by the Keras network."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's PythonModelContext
+        import contextlib
+        import importlib
+
         import keras
 
+        # The user's builder file, logged as the model's code: importing it registers its custom layers, if any.
+        # (One that imports files of its own that were not logged is skipped: Keras names what it then misses.)
+        for module in (context.model_config or {}).get("imports", []):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
         self.preprocessor = joblib.load(context.artifacts["preprocessor"])
         self.network = keras.saving.load_model(context.artifacts["network"], compile=False)
 

@@ -333,6 +333,7 @@ def log_servable_model(
             python_model=str(SERVING_MODEL),
             artifacts={"network": str(network_path), "preprocessor": str(preprocessor_path)},
             code_paths=[str(COMPONENTS), *map(str, code)],
+            model_config={"imports": [Path(path).stem for path in code]},  # custom layers register on import
             signature=infer_signature(example, outputs),
             pip_requirements=_requirements(),
         )

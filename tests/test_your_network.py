@@ -4,6 +4,7 @@ model, an image folder, a .npz of sequences; the runs, the data record and the s
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,9 +51,9 @@ def test_a_convolutional_builder_sweeps_digits_images(store):
     for child in children:
         summary = _text(client, child.info.run_id, "network_summary.txt")
         assert "conv_2 (Conv2D)" in summary and "(None, 4, 4, 32)" in summary  # after the 2x2 pooling
-        assert {"grad_norm/conv_1/kernel", "update_norm/output/bias", "loss_noise", "noise_scale"} <= set(
-            child.data.metrics
-        )
+        measured = {"grad_norm/conv_1/kernel", "update_norm/output/bias", "loss_noise", "noise_scale"}
+        measured |= {"train_peak_memory_mb", "by_update/val_loss", "by_update/train_loss", "final_train_accuracy"}
+        assert measured <= set(child.data.metrics)
         assert child.data.params["model.builder"] == DIGITS_CNN
         assert f"the network of {DIGITS_CNN} on digits_images" in child.data.tags["mlflow.note.content"]
 
@@ -184,3 +185,31 @@ def test_workers_get_the_data_without_the_samples_they_never_read():
     assert needed < len(pickle.dumps(lean)) < needed + 100_000
     table = prepare(tiny()).for_workers()
     assert isinstance(table.example, pd.DataFrame) and len(table.split.train.features) == 0
+
+
+CUSTOM = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_nets")
+class Scale(keras.layers.Layer):
+    def call(self, x):
+        return x / 16.0
+
+
+def build(input_shape, n_outputs, task):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(Scale(name="scale")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_outputs, activation="softmax", name="output")(x))
+"""
+
+
+@pytest.mark.slow
+def test_a_builder_with_a_custom_layer_serves_from_its_logged_code(store, tmp_path):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "scaled.py").write_text(CUSTOM)  # a folder not on sys.path: only the model's code has it
+    result = train(tiny(**ON_IMAGES | {"model.builder": "nets/scaled.py:build", "training.epochs": 1}))
+    keras.saving.get_custom_objects().pop("my_nets>Scale")  # as in a fresh process that never ran the builder
+    samples = prepare(tiny(**ON_IMAGES)).split.test.features[:3]
+    assert len(_served(result["model_uri"]).predict(samples)) == 3
+    assert "my_nets>Scale" in keras.saving.get_custom_objects()
