@@ -45,10 +45,13 @@ def train(
     """
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
-    check_variant(cfg)
+    # A sweep checked its variants before its own run: what fails on a worker (a builder file missing on a Ray
+    # node) fails inside the variant's run, which ends FAILED with the reason. Alone, a variant checks now.
+    if parent_run_id is None:
+        check_variant(cfg)
     prepared = prepared or prepare(cfg)
     check_tuning(cfg, prepared)
-    if parent_run_id is None:  # a sweep checked the network before its own run; alone, a variant checks it now
+    if parent_run_id is None:
         check_network_fits(cfg, prepared)
     n_train = len(prepared.split.train)
     regime = batch_regime(t.batch_size, n_train)
