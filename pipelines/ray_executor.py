@@ -5,6 +5,7 @@ Ray is imported only here and only when chosen. Every task logs to the sweep's t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +32,16 @@ def check_ray() -> None:
             f"sweep.executor=ray needs a tracking server that every Ray worker reaches, not the local store "
             f"{tracking.tracking_uri()}: start one ({SERVER}) and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
         )
+
+
+def share_gpus() -> None:
+    """Make this (the sweep's) process take GPU memory as it needs it, not TensorFlow's default of nearly all of it:
+    the network it builds to check it must leave a GPU of this node to the Ray tasks that train on it."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError):  # TensorFlow already ran in this process: too late, and harmless
+            tf.config.experimental.set_memory_growth(gpu, True)
 
 
 class RayExecutor:

@@ -26,9 +26,9 @@ class DescentModel(PythonModel):
         self.preprocessor = joblib.load(context.artifacts["preprocessor"])
         self.network = keras.saving.load_model(context.artifacts["network"], compile=False)
 
-    # model_input: a DataFrame of rows, or for array data a numpy array of samples (its tensor signature). No type
-    # hint: MLflow would read one as a schema of its own (and warns that it cannot read a union).
-    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
+    # model_input: raw rows, or for array data a numpy array of samples (its tensor signature). The hint says
+    # DataFrame all the same: MLflow takes that hint as "no schema of its own", warns on a union, and on none.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
         rows = model_input if isinstance(model_input, np.ndarray) else pd.DataFrame(model_input)
         outputs = self.network.predict(self.preprocessor.transform(rows), verbose=0)
         return pd.DataFrame({"prediction": self.preprocessor.decode(outputs)})

@@ -20,7 +20,7 @@ from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
-from pipelines.ray_executor import RayExecutor, check_ray
+from pipelines.ray_executor import RayExecutor, check_ray, share_gpus
 from pipelines.train import check_model, check_network_fits, check_tuning, log_data_record, log_network, run_tags
 from pipelines.workers import LocalExecutor, worker_count
 
@@ -39,6 +39,7 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     _check_reference(cfg, variants, n_train)
     if cfg.sweep.executor == "ray":
         check_ray()
+        share_gpus()
     network = check_network_fits(cfg, prepared)
     tags = sweep_tags(cfg, prepared)
     launched = os.environ.get("MLFLOW_RUN_ID")

@@ -167,6 +167,22 @@ def test_sequences_in_a_npz_train_descents_own_network_for_regression(store, tmp
     assert np.abs(predicted - y[:50]).mean() < 0.5 * np.abs(y - y.mean()).mean()  # in the target's units
 
 
+def test_the_split_entry_point_records_an_image_folder(store, tmp_path):
+    from pipelines.split import split
+
+    report = split(tiny(**{"data.source": str(_colour_folder(tmp_path / "colours", images=10))}))
+    assert report["rows"] == {
+        "train": 22,
+        "validation": 4,
+        "test": 4,
+    }  # 30 images, 0.15 each: round(4.5) = 4 and report["rows_in_two_splits"] == 0
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("descent").experiment_id])
+    assert (run.info.run_name, run.data.metrics["rows_in_two_splits"]) == ("split-colours", 0)
+    schemas = {i.dataset.name: json.loads(i.dataset.profile) for i in run.inputs.dataset_inputs}
+    assert schemas["colours-train"]["features_shape"] == [22, 20, 24, 3]  # the images as stored: 20 x 24 RGB
+
+
 def test_workers_get_the_data_without_the_samples_they_never_read():
     import pickle
 
