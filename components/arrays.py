@@ -25,6 +25,7 @@ from components.images import digits_images, read_image_folder
 ARRAY_EMBEDDED = ("digits_images",)
 CHUNK_BYTES = 16 * 2**20  # one pass over the samples reads this much at a time
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+TABLE_PARTS = (".parquet", ".pq")  # files that make a folder a table, not a folder of images
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,11 +52,15 @@ class ArrayDataset:
 def is_array_source(source: str) -> bool:
     """Whether data.source names array data: digits_images, a .npz file or a folder (of images).
 
-    An embedded table's name stays a table even where a folder of that name exists.
+    An embedded table's name stays a table even where a folder of that name exists, and a folder that holds
+    Parquet files (a table written as part files, as Spark and Arrow write one) is a table too.
     """
     if source in EMBEDDED:
         return False
-    return source in ARRAY_EMBEDDED or Path(source).suffix.lower() == ".npz" or Path(source).is_dir()
+    path = Path(source)
+    if path.is_dir():
+        return not any(p.suffix.lower() in TABLE_PARTS for p in path.rglob("*"))
+    return source in ARRAY_EMBEDDED or path.suffix.lower() == ".npz"
 
 
 def load_arrays(

@@ -25,7 +25,7 @@ def parser(description: str, variant_options: bool = True) -> argparse.ArgumentP
     p = argparse.ArgumentParser(description=description)
     # DESCENT_CONFIG / DESCENT_OVERRIDES let schedulers (cron, systemd, Kubernetes) set them once.
     p.add_argument("--config", default=os.environ.get("DESCENT_CONFIG", ""), help="a YAML file over conf/default.yaml")
-    p.add_argument("--data", default="", help="embedded data set name, a .csv/.parquet/.npz path or an image folder")
+    p.add_argument("--data", default="", help="embedded data set name or a .csv/.parquet path")
     p.add_argument("--target", default="", help="target column of a data file")
     p.add_argument("--epochs", default="", help="passes over the training rows")
     p.add_argument(

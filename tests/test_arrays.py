@@ -141,6 +141,10 @@ def test_which_sources_are_arrays(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "iris").mkdir()
     assert not is_array_source("iris")  # the embedded table, not the folder
+    (tmp_path / "sales" / "year=2024").mkdir(parents=True)
+    (tmp_path / "sales" / "year=2024" / "part-0.parquet").write_bytes(b"")
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    assert not is_array_source("sales") and is_array_source("pets")  # Parquet part files make a folder a table
 
 
 def test_samples_without_a_label_are_dropped_and_counted(tmp_path):
