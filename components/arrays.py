@@ -12,7 +12,7 @@ import mmap
 import struct
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from components.images import digits_images, read_image_folder
 ARRAY_EMBEDDED = ("digits_images",)
 CHUNK_BYTES = 16 * 2**20  # one pass over the samples reads this much at a time
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+TABLE_PARTS = (".parquet", ".pq")  # files that make a folder a table, not a folder of images
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +39,7 @@ class ArrayDataset:
     source: str
     digest: str
     hashes: np.ndarray  # uint64 per sample: a hash of its feature bytes (equal samples, equal hashes)
+    reading: dict[str, str] = field(default_factory=dict)  # how a file or folder was read, as for tables
 
     @property
     def target_name(self) -> str:
@@ -51,11 +53,15 @@ class ArrayDataset:
 def is_array_source(source: str) -> bool:
     """Whether data.source names array data: digits_images, a .npz file or a folder (of images).
 
-    An embedded table's name stays a table even where a folder of that name exists.
+    An embedded table's name stays a table even where a folder of that name exists, and a folder that holds
+    Parquet files (a table written as part files, as Spark and Arrow write one) is a table too.
     """
     if source in EMBEDDED:
         return False
-    return source in ARRAY_EMBEDDED or Path(source).suffix.lower() == ".npz" or Path(source).is_dir()
+    path = Path(source)
+    if path.is_dir():
+        return not any(p.suffix.lower() in TABLE_PARTS for p in path.rglob("*"))
+    return source in ARRAY_EMBEDDED or path.suffix.lower() == ".npz"
 
 
 def load_arrays(
@@ -69,18 +75,26 @@ def load_arrays(
     path = Path(source)
     if source in ARRAY_EMBEDDED or path.is_dir():
         if target is not None:
-            raise InputError(f"data.target={target!r} does not apply to {source}: its labels are its classes")
+            if source in ARRAY_EMBEDDED:
+                raise InputError(f"data.target={target!r} does not apply to {source}: its labels are its classes")
+            raise InputError(
+                f"data.target={target!r} does not apply to {source}: a folder is read as images, one subfolder per "
+                "class (its labels): remove data.target, or give a .csv or .parquet file for a table"
+            )
         if task == "regression":
             raise InputError(f"{source} holds images of classes, not a regression target: set data.task=auto")
         if source in ARRAY_EMBEDDED:
             x, y = digits_images()
             return array_dataset(x, y, task, source, "sklearn.datasets.load_digits as 8x8x1 images", "label")
         x, y = read_image_folder(source, tuple(image_size) if image_size else None, color_mode)
-        return array_dataset(x, y, task, path.name, str(path.resolve()), "label", where=source)
+        size = "x".join(map(str, image_size)) if image_size else "as stored"
+        reading = {"format": "images", "color_mode": color_mode, "image_size": size}
+        return array_dataset(x, y, task, path.name, str(path.resolve()), "label", where=source, reading=reading)
     if target not in (None, "y"):
         raise InputError(f"data.target={target!r} does not apply to {source}: a .npz gives its labels as array y")
     x, y = read_npz(path)
-    return array_dataset(x, y, task, path.stem, str(path.resolve()), "y", where=source)
+    reading = {"format": "npz", "memory_mapped": str(isinstance(x, np.memmap)).lower()}
+    return array_dataset(x, y, task, path.stem, str(path.resolve()), "y", where=source, reading=reading)
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +118,19 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def array_dataset(
-    x: np.ndarray, y: np.ndarray, task: str, name: str, source: str, target_name: str, where: str = ""
+    x: np.ndarray,
+    y: np.ndarray,
+    task: str,
+    name: str,
+    source: str,
+    target_name: str,
+    where: str = "",
+    reading: dict[str, str] | None = None,
 ) -> ArrayDataset:
     """Check samples x and labels y (one per sample), hash every sample and digest the whole.
 
-    `where` names the data in error messages (the path the user gave; the name by default).
+    `where` names the data in error messages (the path the user gave; the name by default); `reading` says how
+    it was read (format, storage).
     """
     where = where or name
     _check_shapes(x, y, where)
@@ -121,7 +143,7 @@ def array_dataset(
     digest = hashlib.sha256(hashes.tobytes())
     digest.update(pd.util.hash_pandas_object(labels, index=False).to_numpy().tobytes())
     digest.update(f"{x.shape}{x.dtype}".encode())
-    return ArrayDataset(x, labels, resolved, name, source, digest.hexdigest()[:16], hashes)
+    return ArrayDataset(x, labels, resolved, name, source, digest.hexdigest()[:16], hashes, dict(reading or {}))
 
 
 def sample_hashes(x: np.ndarray, where: str = "the data") -> np.ndarray:

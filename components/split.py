@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from components.data import Dataset
+from components.data import Dataset, frame_digest
 from components.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -26,6 +26,10 @@ class Part:
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def digest(self) -> str:
+        """A short content hash of the rows (features and target): same rows, same digest."""
+        return frame_digest(self.features.assign(__target__=self.target.to_numpy()))
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,33 @@
-"""The data half of every entry point: load, split, fit the preprocessor, make the arrays."""
+"""The data half of every entry point: load, split, fit the preprocessor, make the arrays (tables, arrays, images)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from components.data import Dataset, frame_digest, load_dataset
+from components.array_preprocess import fit_array_preprocessor
+from components.array_split import split_arrays
+from components.arrays import ArrayDataset, is_array_source, load_arrays
+from components.data import Dataset, load_dataset
 from components.preprocess import Preprocessor, fit_preprocessor
 from components.split import Split, split_dataset
 from components.train import Arrays
 from pipelines.config import Config
+
+EXAMPLE_ROWS = 50  # training rows (or samples) the servable model's signature is inferred from
+# Computed once from the samples, before for_workers drops them (cached_property keeps them in __dict__).
+_COMPUTED = ("split_digest", "sample", "baseline", "example")
 
 
 @dataclass(frozen=True)
 class Prepared:
     """Everything a variant trains on; made once and shared by every variant of a study."""
 
-    dataset: Dataset
+    dataset: Dataset | ArrayDataset
     split: Split
     preprocessor: Preprocessor
     arrays: Arrays
@@ -28,8 +37,7 @@ class Prepared:
     @cached_property
     def split_digest(self) -> str:
         """A digest of the training rows (features and target): computed once, shared by every variant."""
-        train = self.split.train
-        return frame_digest(train.features.assign(__target__=train.target.to_numpy()))
+        return self.split.train.digest()
 
     @cached_property
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +45,11 @@ class Prepared:
 
         The gradient probe, the training-loss checks and the final training score are measured on it.
         """
-        rows = np.random.default_rng(self.seed).permutation(len(self.arrays.y_train))[: self.probe_rows]
-        return self.arrays.x_train[np.sort(rows)], self.arrays.y_train[np.sort(rows)]
+        x, y = self.arrays.x_train, self.arrays.y_train
+        rows = np.sort(np.random.default_rng(self.seed).permutation(len(y))[: self.probe_rows])
+        if len(rows) == len(y):  # every row: the arrays themselves, not a second copy of them
+            return x, y
+        return x[rows], y[rows]
 
     @cached_property
     def baseline(self) -> dict[str, float]:
@@ -51,17 +62,59 @@ class Prepared:
             return {"baseline_val_accuracy": float((val == train.mode().iloc[0]).mean())}
         return {"baseline_val_loss": float(((val.to_numpy(float) - train.to_numpy(float).mean()) ** 2).mean())}
 
+    @cached_property
+    def example(self) -> pd.DataFrame | np.ndarray:
+        """Raw training rows (or samples, as stored) that the servable model's input signature is inferred from."""
+        rows = self.split.train.features
+        if isinstance(rows, np.ndarray):  # samples: a tensor signature of their shape and dtype
+            return np.array(rows[:EXAMPLE_ROWS])
+        # Rows with missing values go into the signature sample so served rows may have them too.
+        gaps = rows[rows.isna().any(axis=1)]
+        return pd.concat([rows.head(EXAMPLE_ROWS), gaps.head(EXAMPLE_ROWS)]).reset_index(drop=True)
+
+    def for_workers(self) -> Prepared:
+        """This data as the processes that train variants need it, to send them (worker processes, Ray tasks).
+
+        The data set's own samples and the training and validation rows as loaded are left out: variants
+        train on `arrays` (which holds those rows as the network reads them) and are scored on the test rows.
+        """
+        computed = {key: getattr(self, key) for key in _COMPUTED}
+        split = self.split
+        lean = replace(
+            self,
+            dataset=_emptied(self.dataset, ("features", "target", "hashes")),
+            split=replace(
+                split, train=_emptied(split.train, ("features",)), validation=_emptied(split.validation, ("features",))
+            ),
+        )
+        lean.__dict__.update(computed)
+        return lean
+
 
 def prepare(cfg: Config) -> Prepared:
-    """Load, split and preprocess (fitted on the training rows only)."""
-    d = cfg.data
-    ds = load_dataset(d.source, d.target, d.task, encoding=d.encoding, separator=d.separator)
-    split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
-    pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
+    """Load, split and preprocess (fitted on the training rows only) a table, or arrays (a .npz, images)."""
+    d, s = cfg.data, cfg.split
+    if is_array_source(d.source):
+        ds = load_arrays(d.source, d.target, d.task, d.image_size, d.color_mode)
+        split = split_arrays(ds, s.validation, s.test, s.seed)
+        pre = fit_array_preprocessor(split.train.features, split.task, split.classes, split.train.target)
+    else:
+        ds = load_dataset(d.source, d.target, d.task, encoding=d.encoding, separator=d.separator)
+        split = split_dataset(ds, s.validation, s.test, s.seed)
+        pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
     arrays = Arrays(
         pre.transform(split.train.features),
         pre.encode_target(split.train.target),
         pre.transform(split.validation.features),
         pre.encode_target(split.validation.target),
     )
-    return Prepared(ds, split, pre, arrays, cfg.split.seed, cfg.measure.probe_rows)
+    return Prepared(ds, split, pre, arrays, s.seed, cfg.measure.probe_rows)
+
+
+def _emptied(data: Any, names: tuple[str, ...]) -> Any:
+    """`data` (a data set, a split's part) with no rows in its fields `names`: the same columns or sample shape."""
+    return replace(data, **{name: _no_rows(getattr(data, name)) for name in names if hasattr(data, name)})
+
+
+def _no_rows(values: np.ndarray | pd.DataFrame | pd.Series) -> np.ndarray | pd.DataFrame | pd.Series:
+    return np.array(values[:0]) if isinstance(values, np.ndarray) else values.iloc[:0]

@@ -5,6 +5,7 @@ Ray is imported only here and only when chosen. Every task logs to the sweep's t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -33,6 +34,16 @@ def check_ray() -> None:
         )
 
 
+def share_gpus() -> None:
+    """Make this (the sweep's) process take GPU memory as it needs it, not TensorFlow's default of nearly all of it:
+    the network it builds to check it must leave a GPU of this node to the Ray tasks that train on it."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError):  # TensorFlow already ran in this process: too late, and harmless
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
 class RayExecutor:
     """Jobs as Ray tasks; a task whose worker dies is rerun, at most `settings.max_retries` times."""
 
@@ -49,6 +60,7 @@ class RayExecutor:
             self.data = self.ray.put(self.prepared)  # one copy in the object store: no node needs the data file
             self.task = self.ray.remote(_attempt)
             self.store = tracking.tracking_uri()
+            self.folder = os.getcwd()  # where relative paths (model.builder) are read from, on every node that has it
         s = self.settings
         options = self.task.options(
             name=f"descent:{job.name}",
@@ -57,7 +69,7 @@ class RayExecutor:
             max_retries=s.max_retries,  # a dead worker, not a broken variant (that is an outcome)
         )
         # run_job travels as an argument (by reference), so a test can hand workers another body
-        self.pending[options.remote(job, self.data, self.store, s.cpus_per_variant, run_job)] = job
+        self.pending[options.remote(job, self.data, self.store, s.cpus_per_variant, run_job, self.folder)] = job
 
     def outcomes(self) -> Iterator[dict]:
         """Each job's outcome as its task finishes, including jobs submitted while iterating."""
@@ -76,9 +88,11 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any) -> dict:
+def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any, folder: str = "") -> dict:
     """One try at a job on a Ray worker (run_job first ends FAILED the runs of a try whose worker died)."""
     os.environ["MLFLOW_TRACKING_URI"] = store  # the sweep's tracking server, whatever the node's environment says
+    if folder and os.path.isdir(folder):  # the sweep's working directory, where the node has it (README: Ray)
+        os.chdir(folder)
     use_cores(max(1, math.ceil(cpus)))  # the CPUs Ray reserved for the task, not every core of the node
     return body(job, prepared)
 

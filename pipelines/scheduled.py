@@ -16,6 +16,7 @@ from pipelines import access, cli, tracking
 from pipelines.config import Config
 from pipelines.prepare import prepare
 from pipelines.sweep import MATCH, sweep, sweep_tags
+from pipelines.train import check_model
 
 log = logging.getLogger("descent")
 
@@ -23,6 +24,7 @@ log = logging.getLogger("descent")
 def scheduled(cfg: Config, force: bool = False) -> int:
     """Run the study once if data, config or code changed; promote its best model if it beats the champion."""
     s = cfg.schedule
+    check_model(cfg)  # a builder that is not there is bad input now, not after waiting for the server and the lock
     access.note(model=s.model_name)
     tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
     lock = tracking.machine_lock(f"experiment-{cfg.experiment}")

@@ -13,7 +13,6 @@ from tqdm import tqdm
 
 from components.compare import RANKING
 from components.errors import InputError
-from components.model import check_activation
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
 from pipelines import access, cli, grouping, tracking
@@ -21,8 +20,8 @@ from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
-from pipelines.ray_executor import RayExecutor, check_ray
-from pipelines.train import check_tuning, log_data_record, run_tags
+from pipelines.ray_executor import RayExecutor, check_ray, share_gpus
+from pipelines.train import check_model, check_network_fits, check_tuning, log_data_record, log_network, run_tags
 from pipelines.workers import LocalExecutor, worker_count
 
 log = logging.getLogger("descent")
@@ -30,16 +29,18 @@ log = logging.getLogger("descent")
 
 def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) -> dict:
     """Train every variant of cfg.sweep on one shared split; resume the last matching sweep unless `fresh`."""
+    check_model(cfg)
     prepared = prepared or prepare(cfg)
     n_train = len(prepared.split.train)
     variants = expand_sweep(cfg.sweep.optimizers, cfg.sweep.batch_sizes, n_train)
     for optimizer in dict.fromkeys(v.optimizer for v in variants):
         check_optimizer(optimizer, cfg.hyperparameters(optimizer))
-    check_activation(cfg.model.activation)
     check_tuning(cfg, prepared)
     _check_reference(cfg, variants, n_train)
     if cfg.sweep.executor == "ray":
         check_ray()
+        share_gpus()
+    network = check_network_fits(cfg, prepared)
     tags = sweep_tags(cfg, prepared)
     launched = os.environ.get("MLFLOW_RUN_ID")
     # Under `mlflow run` the sweep lives where the launcher put it (--experiment-name, or Default).
@@ -52,6 +53,7 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
         tracking.log_params(resolved | {"variants": len(variants)})
         if reopen is None:
             log_data_record(cfg, prepared)
+            log_network(cfg, network)
         interrupted: dict[str, str] = {}
         done = _reuse(previous, parent, interrupted) if previous is not None else {}
         outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
@@ -126,12 +128,12 @@ def _run_variants(
     total = plan.total - len(done)
     if cfg.sweep.executor == "ray":
         log.info("%d runs as Ray tasks", total)
-        executor: Any = RayExecutor(cfg.ray, prepared)
+        executor: Any = RayExecutor(cfg.ray, prepared.for_workers())
     else:
         workers = worker_count(cfg.sweep.workers, total)
         if workers > 1:
             log.info("%d runs on %d worker processes", total, workers)
-        executor = LocalExecutor(workers, prepared)
+        executor = LocalExecutor(workers, prepared.for_workers())
     outcomes: list[dict] = []
     started = time.perf_counter()
     bar = tqdm(total=total, unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)

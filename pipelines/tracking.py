@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import numpy as np
 import pandas as pd
 import yaml
 from mlflow.models import infer_signature
@@ -270,6 +271,16 @@ class EpochMetrics:
 def log_dataset_inputs(split: Split, name: str, source: str, digest: str) -> None:
     """Each split as an MLflow dataset input, with its context and digest."""
     for context, part in split.parts().items():
+        if isinstance(part.features, np.ndarray):  # samples of array data: descent's digest, of their hashes
+            samples = mlflow.data.from_numpy(
+                part.features,
+                source=source,
+                targets=part.target.to_numpy(),
+                name=f"{name}-{context}",
+                digest=part.digest(),
+            )
+            mlflow.log_input(samples, context=context, tags={"descent.data_digest": digest})
+            continue
         frame = part.features.assign(**{part.target.name: part.target})
         # descent's own digest: MLflow's default hashes the rows much more slowly (8 s for 700k rows)
         dataset = mlflow.data.from_pandas(
@@ -294,8 +305,17 @@ def log_yaml(data: dict, artifact_file: str) -> None:
     mlflow.log_text(yaml.safe_dump(data, sort_keys=False), artifact_file)
 
 
-def log_servable_model(preprocessor: Any, network: Any, example: pd.DataFrame) -> str:
-    """Log preprocessor + network as one pyfunc model taking raw rows; returns its model URI."""
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_servable_model(
+    preprocessor: Any, network: Any, example: pd.DataFrame | np.ndarray, code: list[Path] = ()
+) -> str:
+    """Log preprocessor + network as one pyfunc model taking raw rows (or samples, for array data); returns its URI.
+
+    `code`: files logged with descent's components as the model's code (the user's builder).
+    """
     import joblib
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +332,8 @@ def log_servable_model(preprocessor: Any, network: Any, example: pd.DataFrame) -
             name="model",
             python_model=str(SERVING_MODEL),
             artifacts={"network": str(network_path), "preprocessor": str(preprocessor_path)},
-            code_paths=[str(COMPONENTS)],
+            code_paths=[str(COMPONENTS), *map(str, code)],
+            model_config={"imports": [Path(path).stem for path in code]},  # custom layers register on import
             signature=infer_signature(example, outputs),
             pip_requirements=_requirements(),
         )

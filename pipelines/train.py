@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import keras
-import pandas as pd
 
+from components.builder import builder_source, check_builder, is_saved_model, network_summary
 from components.errors import InputError
 from components.measure import GradientProbe
 from components.model import build_model, check_activation
@@ -47,9 +47,14 @@ def train(
     """
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
-    check_variant(cfg)
+    # A sweep checked its variants before its own run: what fails on a worker (a builder file missing on a Ray
+    # node) fails inside the variant's run, which ends FAILED with the reason. Alone, a variant checks now.
+    if parent_run_id is None:
+        check_variant(cfg)
     prepared = prepared or prepare(cfg)
     check_tuning(cfg, prepared)
+    if parent_run_id is None:
+        check_network_fits(cfg, prepared)
     n_train = len(prepared.split.train)
     regime = batch_regime(t.batch_size, n_train)
     variant = f"{t.optimizer}-{regime.label}"
@@ -65,6 +70,7 @@ def train(
         tracking.log_params(variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
             log_data_record(cfg, prepared)
+            log_network(cfg)  # the network's summary: below, as every variant run logs it
         result = _fit(cfg, prepared, hyper, regime, name, active.info.run_id, chosen, resume_from)
         choice = result.pop("choice")
         tracking.log_params({"learning_rate": choice.learning_rate})
@@ -82,7 +88,7 @@ def train(
             tracking.set_tags({"descent.diverged": "true"})
         else:
             result["model_uri"] = tracking.log_servable_model(
-                prepared.preprocessor, result.pop("network"), _example(prepared)
+                prepared.preprocessor, result.pop("network"), prepared.example, _builder_code(cfg)
             )
             tracking.set_tags({"descent.model_uri": result["model_uri"]})
         result.pop("network", None)
@@ -92,9 +98,32 @@ def train(
 
 
 def check_variant(cfg: Config) -> None:
-    """Refuse, before any run starts, an optimizer, hyperparameter or activation that cannot work."""
+    """Refuse, before any run starts, an optimizer, hyperparameter, activation or builder that cannot work."""
     check_optimizer(cfg.training.optimizer, cfg.hyperparameters(cfg.training.optimizer))
+    check_model(cfg)
+
+
+def check_model(cfg: Config) -> None:
+    """What can be checked of the network before the data is loaded: its activation, its builder's file and function."""
     check_activation(cfg.model.activation)
+    if cfg.model.builder:
+        check_builder(cfg.model.builder, cfg.model.keep_weights)
+
+
+def check_network_fits(cfg: Config, prepared: Prepared) -> str:
+    """Build the network once for the data (the user's network is checked against it: input shape, outputs);
+    a misfit is a one-line InputError before any run exists. Returns the network's summary."""
+    return network_summary(build_network(cfg, prepared, cfg.training.seed))
+
+
+def log_network(cfg: Config, summary: str | None = None) -> None:
+    """The builder's file (to reproduce the run) and the network's summary (layers, output shapes, parameter counts)
+    on the active run."""
+    if summary is not None:
+        tracking.log_text(summary, "network_summary.txt")
+    source = builder_source(cfg.model.builder) if cfg.model.builder else None
+    if source is not None:
+        tracking.log_file(source, "builder")
 
 
 def check_tuning(cfg: Config, prepared: Prepared) -> None:
@@ -137,10 +166,14 @@ def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Conf
     }[choice.by]
     edge = " It sits on the edge of the grid: the best may lie further out." if choice.at_edge else ""
     source = f" ({choice.note})" if choice.note else ""
+    m = cfg.model
+    network = f"the network of {m.builder}" if m.builder else f"{m.api} model {m.hidden}"
+    if m.builder and m.keep_weights:
+        network += " (from its saved weights)"
     return (
         f"{optimizer} (learning rate {choice.learning_rate:g}, {how}{source}), {words[regime.regime]}: batch size "
         f"{regime.batch_size}, {regime.updates_per_epoch} update(s) per epoch, {cfg.training.epochs} epochs, "
-        f"seed {cfg.training.seed}, {cfg.model.api} model {cfg.model.hidden} on {cfg.data.source}.{edge}"
+        f"seed {cfg.training.seed}, {network} on {cfg.data.source}.{edge}"
     )
 
 
@@ -179,11 +212,27 @@ def code_version() -> str:
     return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
+def build_network(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
+    """The network for the data (the user's, or the dense one of model.hidden), its initial weights drawn from `seed`.
+
+    Every variant of one seed gets the same initial weights, whatever was built before it in the process.
+    """
+    pre = prepared.preprocessor
+    keras.backend.clear_session()  # a sweep builds many models in one process: start each from a clean graph
+    return build_model(
+        pre.input_shape,
+        pre.n_outputs,
+        prepared.split.task,
+        **cfg.model.model_dump(),
+        seed=seed,
+        input_stats=pre.input_stats,
+    )
+
+
 def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:
     """The variant's network, compiled with its optimizer, ready to train one or more learning rates."""
-    t, pre = cfg.training, prepared.preprocessor
-    keras.backend.clear_session()  # a sweep builds many models in one process: start each from a clean graph
-    model = build_model(pre.n_features, pre.n_outputs, prepared.split.task, **cfg.model.model_dump(), seed=t.seed)
+    t = cfg.training
+    model = build_network(cfg, prepared, t.seed)
     compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
     probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
     if cfg.measure.sharpness_per_epoch:
@@ -204,6 +253,7 @@ def _fit(
 ) -> dict:
     t, pre = cfg.training, prepared.preprocessor
     trainer = make_trainer(cfg, prepared, hyper, regime.batch_size)
+    tracking.log_text(network_summary(trainer.model), "network_summary.txt")
 
     def show(epoch: int, metrics: dict[str, float]) -> None:
         shown = pre.in_target_units(metrics)
@@ -293,11 +343,11 @@ def peak_memory_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _example(prepared: Prepared) -> pd.DataFrame:
-    # Rows with missing values go into the signature sample so served rows may have them too.
-    rows = prepared.split.train.features
-    gaps = rows[rows.isna().any(axis=1)]
-    return pd.concat([rows.head(50), gaps.head(50)]).reset_index(drop=True)
+def _builder_code(cfg: Config) -> list[Path]:
+    """The builder function's file, logged with the servable model's code (a saved .keras model is not code)."""
+    spec = cfg.model.builder
+    source = builder_source(spec) if spec and not is_saved_model(spec) else None
+    return [source] if source is not None else []
 
 
 def _entry(argv: list[str] | None) -> None:

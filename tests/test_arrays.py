@@ -72,6 +72,7 @@ def test_uncompressed_npz_is_memory_mapped_and_digests_do_not_depend_on_storage(
     stored = load_arrays(_npz(tmp_path, x=x, y=y))
     packed = load_arrays(_npz(tmp_path, "packed.npz", compressed=True, x=x, y=y))
     assert isinstance(stored.features, np.memmap) and not isinstance(packed.features, np.memmap)
+    assert (stored.reading, packed.reading["memory_mapped"]) == ({"format": "npz", "memory_mapped": "true"}, "false")
     assert np.array_equal(stored.features, x) and stored.digest == packed.digest
     assert stored.target.tolist() == y.tolist() and stored.task == "classification"
     other = load_arrays(_npz(tmp_path, "other.npz", x=x + 1, y=y))
@@ -141,6 +142,10 @@ def test_which_sources_are_arrays(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "iris").mkdir()
     assert not is_array_source("iris")  # the embedded table, not the folder
+    (tmp_path / "sales" / "year=2024").mkdir(parents=True)
+    (tmp_path / "sales" / "year=2024" / "part-0.parquet").write_bytes(b"")
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    assert not is_array_source("sales") and is_array_source("pets")  # Parquet part files make a folder a table
 
 
 def test_samples_without_a_label_are_dropped_and_counted(tmp_path):
@@ -226,6 +231,8 @@ def test_image_folder_as_arrays(tmp_path):
     assert gray.features.shape == (12, 6, 5, 1) and np.array_equal(gray.features[10, ..., 0], expected)
     small = load_arrays(folder, image_size=[4, 3], color_mode="rgba")
     assert small.features.shape == (12, 4, 3, 4)
+    assert small.reading == {"format": "images", "color_mode": "rgba", "image_size": "4x3"}
+    assert ds.reading["image_size"] == "as stored"
 
 
 def test_image_folder_split_drops_a_copied_image(tmp_path):

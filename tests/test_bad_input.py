@@ -6,9 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from pipelines import cli
+from pipelines.scheduled import _entry as scheduled_entry
+from pipelines.sweep import _entry as sweep_entry
 from pipelines.train import _entry as train_entry
+from tests.test_builder import NET
 
 
 def _csv(tmp: Path, name: str, text: str) -> str:
@@ -31,6 +35,85 @@ def _rows(tmp: Path, name: str = "rows.csv", **columns) -> str:
     return str(path)
 
 
+def _builder(tmp: Path, body: str, function: str = "build") -> list[str]:
+    """The options of a run on digits_images with the network of `body` (a builder file written to tmp)."""
+    path = tmp / "net.py"
+    path.write_text(body)
+    return ["--data", "digits_images", "--overrides", f"model.builder={path}:{function}"]
+
+
+def _npz(tmp: Path, **arrays) -> str:
+    np.savez(tmp / "data.npz", **arrays)
+    return str(tmp / "data.npz")
+
+
+def _images(tmp: Path, dog: int = 10, stray: str = "") -> str:
+    """A folder of 6 x 6 images, 10 cats and `dog` dogs, and a `stray` file in dog/."""
+    rng = np.random.default_rng(0)
+    for name, n in (("cat", 10), ("dog", dog)):
+        (tmp / "pets" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(tmp / "pets" / name / f"{i}.png")
+    if stray:
+        (tmp / "pets" / "dog" / stray).write_text("a good dog")
+    return str(tmp / "pets")
+
+
+RAISES = "def build(shape, n, task):\n    raise RuntimeError('out of memory')\n"
+# The user's network and arrays: each refused before any run exists (BEFORE_ANY_RUN).
+BUILDER_CASES = {
+    "builder file missing": (
+        lambda t: ["--data", "digits_images", "--overrides", "model.builder=nets/cnn.py:build"],
+        "model.builder file not found: nets/cnn.py: give path/to/file.py:function, relative to {tmp}",
+    ),
+    "builder function missing": (
+        lambda t: _builder(t, NET, "biuld"),
+        "{tmp}/net.py has no function 'biuld' for model.builder: did you mean build? its functions are build",
+    ),
+    "builder raises": (
+        lambda t: _builder(t, RAISES),
+        "model.builder {tmp}/net.py:build raised RuntimeError: out of memory: fix the builder "
+        "(descent calls it as build((8, 8, 1), 10, 'classification'))",
+    ),
+    "builder returns no keras.Model": (
+        lambda t: _builder(t, "def build(shape, n, task):\n    return None\n"),
+        "model.builder {tmp}/net.py:build returned NoneType, not a keras.Model: "
+        "return keras.Model(inputs, outputs) or keras.Sequential([...]), uncompiled",
+    ),
+    "builder's output does not fit the classes": (
+        lambda t: _builder(t, NET.replace("Dense(n_outputs", "Dense(3")),
+        "model.builder {tmp}/net.py:build outputs shape (3,), but the data has 10 classes: end the network with "
+        "keras.layers.Dense(n_outputs, activation='softmax') (n_outputs = 10)",
+    ),
+    "builder's input does not take the samples": (
+        lambda t: _builder(t, NET.replace("shape=input_shape", "shape=(28, 28, 1)")),
+        "model.builder {tmp}/net.py:build takes samples of shape (28, 28, 1) but the data's samples have shape "
+        "(8, 8, 1): build its input as keras.Input(shape=input_shape) from the argument descent passes",
+    ),
+    "npz x of one dimension": (
+        lambda t: ["--data", _npz(t, x=np.arange(40.0), y=np.arange(40) % 2)],
+        "{tmp}/data.npz: x has shape (40,): give one sample per row, e.g. x.reshape(-1, 1) for one feature",
+    ),
+    "npz x and y of different lengths": (
+        lambda t: ["--data", _npz(t, x=np.zeros((40, 3)), y=np.arange(39) % 2)],
+        "{tmp}/data.npz: x has 40 samples but y has 39 labels: give one label per sample",
+    ),
+    "npz without x and y": (
+        lambda t: ["--data", _npz(t, images=np.zeros((40, 3)), labels=np.arange(40) % 2)],
+        "{tmp}/data.npz lacks array x and y (it has images, labels): save the samples as x and their labels as y: "
+        "numpy.savez(path, x=x, y=y)",
+    ),
+    "class folder with one image": (
+        lambda t: ["--data", _images(t, dog=1)],
+        "class 'dog' has 1 sample(s), too few to appear in train, validation, test: add samples of that class "
+        "(for an image folder, images to its folder) or drop the class",
+    ),
+    "not an image in a class folder": (
+        lambda t: ["--data", _images(t, stray="notes.txt")],
+        "{tmp}/pets/dog/notes.txt is not an image (.bmp, .gif, .jpeg, .jpg, .png): move it out of the class folder",
+    ),
+}
+
 # (argv builder, exact message after "descent: error: "); {tmp} is the test's folder.
 CASES = {
     "missing file": (
@@ -40,8 +123,8 @@ CASES = {
     ),
     "directory": (
         lambda t: ["--data", str(t), "--target", "y"],
-        "data path is a folder with no .parquet files: {tmp}: give a .csv or .tsv (optionally .gz, .bz2, .zip, .xz), "
-        ".parquet, or a folder of .parquet files",
+        "data.target='y' does not apply to {tmp}: a folder is read as images, one subfolder per class (its labels): "
+        "remove data.target, or give a .csv or .parquet file for a table",
     ),
     "unsupported format": (
         lambda t: ["--data", _csv(t, "rows.json", "{}"), "--target", "y"],
@@ -157,6 +240,7 @@ CASES = {
         lambda t: ["--data", "iris", "--overrides", "split.validation=0.5 split.test=0.5"],
         "split.validation + split.test = 1 leaves no training rows: make their sum less than 1",
     ),
+    **BUILDER_CASES,
 }
 
 
@@ -168,6 +252,17 @@ def test_bad_input_is_one_line_and_exit_2(case, store, tmp_path, capsys):
     assert code == 2
     assert err == ["descent: error: " + message.format(tmp=tmp_path)]
     _assert_no_run_running(store)
+
+
+@pytest.mark.parametrize("entry", [sweep_entry, scheduled_entry], ids=["sweep", "scheduled"])
+@pytest.mark.parametrize("case", ["builder file missing", "builder's output does not fit the classes"])
+def test_a_bad_network_stops_every_entry_point_before_any_run(entry, case, store, tmp_path, capsys):
+    build, message = BUILDER_CASES[case]
+    code = cli.main(entry, build(tmp_path))
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["descent: error: " + message.format(tmp=tmp_path)]
+    client = MlflowClient(store)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no run at all
 
 
 def _assert_no_run_running(store):

@@ -63,6 +63,36 @@ def test_mlflow_run_train_then_serve_raw_rows(store, experiment, tmp_path):
     assert predicted.stdout.count('"prediction"') == 4
 
 
+def test_mlflow_run_a_builder_on_images_then_serve_a_json_array(store, experiment, tmp_path):
+    import json
+
+    from pipelines.prepare import prepare
+    from tests.conftest import tiny
+
+    overrides = "overrides=model.builder=examples/digits_cnn.py:build tuning.method=none"  # as the README has it
+    done = mlflow_run(store, "train", "data=digits_images", "epochs=2", "optimizer=adam", "batch_size=32", overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = runs(store, experiment)
+    assert (run.info.status, run.data.params["model.builder"]) == ("FINISHED", "examples/digits_cnn.py:build")
+
+    samples = prepare(tiny(**{"data.source": "digits_images"})).split.test.features[:4]
+    payload = tmp_path / "samples.json"
+    payload.write_text(json.dumps({"inputs": samples.tolist()}))
+    predicted = subprocess.run(
+        ["mlflow", "models", "predict", "-m", run.data.tags["descent.model_uri"], "-i", str(payload), "-t", "json"]
+        + ["--env-manager", "local"],
+        env=project_env(store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "type hint" not in predicted.stderr  # MLflow warns about predict's type hint unless it is a DataFrame
+    labels = [row["prediction"] for row in json.loads(predicted.stdout)["predictions"]]
+    assert len(labels) == 4 and set(labels) <= set(range(10))
+
+
 def test_mlflow_run_split(store, experiment):
     done = mlflow_run(store, "split", "data=wine")
     assert done.returncode == 0, done.stderr[-3000:]

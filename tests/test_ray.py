@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from components.errors import InputError
 from pipelines import access, cli, ray_executor, terminal
 from pipelines.config import load_config
+from pipelines.prepare import prepare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
 from pipelines.workers import Job, run_job
@@ -134,6 +135,26 @@ def test_a_ray_node_without_the_password_is_one_line_naming_the_variables(cluste
     )
     assert [r.info.run_id for r in client.search_runs([parent.info.experiment_id])] == [parent.info.run_id]
     client.set_terminated(parent.info.run_id)
+
+
+def test_a_builder_sweep_on_ray_reads_the_builder_where_the_sweep_does(cluster, server, tmp_path):
+    import mlflow
+
+    # A relative path, read from the sweep's folder: the workers run in another (ROOT), which lacks nets/.
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "cnn.py").write_text((ROOT / "examples" / "digits_cnn.py").read_text())
+    images = {"data.source": "digits_images", "model.builder": "nets/cnn.py:build", "sweep.batch_sizes": [64]}
+    result = sweep(tiny(**GRID | ON_RAY | images))
+    parent, children = _runs(server.url, result)
+    assert sorted(c.info.run_name for c in children) == ["adam-bs64", "sgd-bs64"]
+    assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
+    assert all("ray" in c.data.tags["mlflow.source.name"] for c in children)
+    client = MlflowClient(server.url)
+    for child in children:
+        summary = Path(client.download_artifacts(child.info.run_id, "network_summary.txt")).read_text()
+        assert "conv_1 (Conv2D)" in summary
+    model = mlflow.pyfunc.load_model(children[0].data.tags["descent.model_uri"])
+    assert len(model.predict(prepare(tiny(**images)).split.test.features[:4])) == 4
 
 
 def _marker(parent_run_id, name):

@@ -163,3 +163,23 @@ def test_lock_files_can_be_shared_by_every_user_of_the_machine(tmp_path, monkeyp
         path = Path(tracking.lock_path("experiment-x"))
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o1777  # like /tmp: anyone adds, only owners remove
         assert stat.S_IMODE(path.stat().st_mode) == 0o666
+
+
+@pytest.mark.slow
+def test_a_builder_sweep_runs_scheduled_and_its_champion_takes_images(store):
+    import mlflow
+
+    from pipelines.prepare import prepare
+
+    images = {"data.source": "digits_images", "model.builder": f"{ROOT / 'examples' / 'digits_cnn.py'}:build"}
+    cfg = tiny(**images, **{"sweep.optimizers": ["adam"], "sweep.batch_sizes": [64], "training.epochs": 3})
+    assert scheduled(cfg) == 0
+    [sweep] = _sweeps(store)
+    assert sweep.data.tags["descent.decision"] == "promoted to champion"
+    test = prepare(cfg).split.test
+    predicted = mlflow.pyfunc.load_model("models:/descent@champion").predict(test.features)["prediction"]
+    accuracy = (predicted.to_numpy() == test.target.to_numpy()).mean()
+    assert accuracy == pytest.approx(
+        float(MlflowClient(store).get_run(sweep.data.tags["descent.best_run_id"]).data.metrics["test_accuracy"])
+    )
+    assert accuracy > 0.5  # chance is 0.1
