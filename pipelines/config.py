@@ -120,6 +120,7 @@ class SweepConfig(_Strict):
     collapse_threshold: Annotated[float, Field(ge=0, lt=1)] | None
     seeds: list[Annotated[int, Field(ge=0)]] | None
     workers: Annotated[int, Field(gt=0)] | Literal["auto"]
+    retries: Annotated[int, Field(ge=0)]
     executor: Literal["local", "ray"]
 
 
@@ -160,7 +161,7 @@ class Config(_Strict):
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
         where = {"schedule": True, "ray": True, "tracking": True, "training": {"verbose"}}
-        where["sweep"] = {"workers", "executor"}
+        where["sweep"] = {"workers", "retries", "executor"}
         tree = self.model_dump(exclude=where)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -131,7 +131,7 @@ def _run_variants(
         workers = worker_count(cfg.sweep.workers, total)
         if workers > 1:
             log.info("%d runs on %d worker processes", total, workers)
-        executor = LocalExecutor(workers, prepared)
+        executor = LocalExecutor(workers, prepared, cfg.sweep.retries)
     outcomes: list[dict] = []
     started = time.perf_counter()
     bar = tqdm(total=total, unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)

@@ -20,7 +20,7 @@ from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
 from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
 from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
-from pipelines import cli, system_metrics, tracking
+from pipelines import cli, owners, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
@@ -59,6 +59,8 @@ def train(
         "descent.variant": variant,
         **group_tags(t.optimizer, regime, variant),
         **(tags or {}),
+        **trained_on(prepared),  # the rows this process was given and the code it runs, whatever the sweep's say
+        "descent.owner": str(owners.me()),  # its run is only ever called interrupted once this process is gone
     }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
         system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
@@ -146,10 +148,14 @@ def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Conf
 
 def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
     """Tags that let scheduled and resumed runs find their own."""
+    return {**trained_on(prepared), "descent.config_digest": cfg.digest()}
+
+
+def trained_on(prepared: Prepared) -> dict[str, str]:
+    """The digests of the data and the training rows, and the version of the code, of this process."""
     return {
         "descent.data_digest": prepared.dataset.digest,
         "descent.split_digest": prepared.split_digest,
-        "descent.config_digest": cfg.digest(),
         "descent.code_version": code_version(),
     }
 

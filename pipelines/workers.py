@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines import cli, tracking
@@ -70,6 +70,18 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
         return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
+def worker_death(exitcodes: list[int | None]) -> str:
+    """What killed a pool's worker, from its processes' exit codes (the pool itself ends the others with SIGTERM)."""
+    signals = {-c for c in exitcodes if c is not None and c < 0}
+    if len(signals) > 1:
+        signals.discard(signal.SIGTERM)
+    if signals:
+        names = ", ".join(f"signal {s} ({signal.Signals(s).name})" for s in sorted(signals))
+        return f"a worker was killed by {names}" + (": out of memory?" if signal.SIGKILL in signals else "")
+    codes = [c for c in exitcodes if c]
+    return f"a worker exited with code {codes[0]}" if codes else "a worker process died"
+
+
 def worker_count(workers: int | str, jobs: int) -> int:
     """`auto`: one worker per CPU core, or one when TensorFlow sees a GPU (workers would share it); at most `jobs`."""
     if workers == "auto":
@@ -115,31 +127,30 @@ class LocalExecutor:
                 yield from self._recover(broken)
 
     def _recover(self, broken: list[Job]) -> Iterator[dict]:
-        """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it."""
-        cause = self._cause()
+        """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it.
+
+        The pool stops its other workers (SIGTERM: their runs end KILLED). A job whose run the dead worker left
+        RUNNING lost a started try: that run ends FAILED with the cause, and the job is tried again on a new pool
+        at most `retries` times, reusing the try's finished learning-rate trials. Jobs that never started, or
+        whose worker ended its run itself, are always tried again (a few times at most).
+        """
         lost = broken + list(self.pending.values())
         self.pending.clear()
-        self._stop_pool()
+        processes = list(self.pool._processes.values()) if self.pool and self.pool._processes else []
+        self._stop_pool()  # waits for the other workers to end their runs
+        cause = worker_death([p.exitcode for p in processes])
         for job in lost:
-            # Jobs still queued were lost with the pool but never ran: only a started try counts against a job.
-            if tracking.running(job.parent_run_id, job.name):
-                self.tries[job.name] = self.tries.get(job.name, 0) + 1
+            orphans = tracking.running(job.parent_run_id, job.name)  # its worker is gone: nobody else ends them
+            self.tries[job.name] = self.tries.get(job.name, 0) + bool(orphans)
             self.losses[job.name] = self.losses.get(job.name, 0) + 1
-            if self.tries.get(job.name, 0) <= self.retries and self.losses[job.name] <= self.retries + 2:
+            again = self.tries[job.name] <= self.retries and self.losses[job.name] <= self.retries + 2
+            for run in orphans:
+                tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})" + ("; tried again" if again else ""))
+            if again:
                 log.info("%s lost its worker (%s); trying it again on a new one", job.name, cause)
-                self.submit(job)
+                self.submit(replace(job, resume_from=orphans[0].info.run_id if orphans else job.resume_from))
             else:
-                for run in tracking.running(job.parent_run_id, job.name):
-                    tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})")
                 yield {"name": job.name, "state": "failed", "error": f"WorkerDied: {cause}"}
-
-    def _cause(self) -> str:
-        codes = [p.exitcode for p in getattr(self.pool, "_processes", {}).values() if p.exitcode]
-        signals = sorted({-c for c in codes if c < 0})
-        if signals:
-            names = ", ".join(f"signal {s} ({signal.Signals(s).name})" for s in signals)
-            return f"a worker was killed by {names}" + (": out of memory?" if signal.SIGKILL in signals else "")
-        return f"a worker exited with code {codes[0]}" if codes else "a worker process died"
 
     def _start_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
