@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import math
 import resource
-import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import pandas as pd
@@ -25,9 +21,9 @@ from pipelines.config import Config, flatten
 from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
 from pipelines.tune import Choice, Chosen, choose
+from pipelines.version import code_version
 
 log = logging.getLogger("descent")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def train(
@@ -168,21 +164,6 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     report = prepared.split.report.to_dict() | {"imputed_values": prepared.preprocessor.imputed}
     tracking.log_json(report, "split_report.json")
     tracking.log_yaml(cfg.model_dump(), "config.yaml")
-
-
-@functools.cache  # the code a process runs is the code it imported: ask git once per process
-def code_version() -> str:
-    """The git commit of the project, or 'unknown' outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = head.stdout.strip() or "unknown"
-    if head.returncode or not diff.stdout:
-        return commit
-    # Uncommitted edits are code too: a resume must not reuse variants trained by other code.
-    return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
 def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:

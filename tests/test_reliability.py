@@ -2,6 +2,7 @@
 every variant FINISHED at most once, nothing left RUNNING, and the summary and the exit code telling the truth."""
 
 import os
+import shutil
 import signal
 import threading
 from collections import Counter
@@ -12,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.prepare import prepare
 from pipelines.sweep import sweep
-from tests.conftest import tiny
+from pipelines.version import code_version
+from tests.conftest import ROOT, tiny
 
 
 def runs_of(store, experiment="descent"):
@@ -91,3 +93,27 @@ def test_a_worker_killed_with_sigkill_is_tried_again_on_the_data_the_sweep_read(
         assert child.data.tags["descent.data_digest"] == parent.data.tags["descent.data_digest"]
         assert child.data.tags["descent.data_digest"] == prepared.dataset.digest
         assert child.data.tags["descent.split_digest"] == prepared.split_digest
+
+
+def test_the_code_version_is_the_code_that_runs_with_or_without_git(tmp_path):
+    copy = tmp_path / "descent"  # a copy without .git, as an unpacked release or a container image holds it
+    for folder in ("components", "pipelines", "examples", "conf", "docs"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "README.md", copy / "README.md")
+    version = code_version.__wrapped__  # not cached: the same folder is hashed again after each edit
+    assert version(copy) == code_version() == version(ROOT)
+    # documentation, screenshots and byte code are not code that runs: the study keeps resuming
+    (copy / "README.md").write_text("edited\n")
+    (copy / "docs" / "runs-table.png").write_bytes(b"regenerated")
+    (copy / "pipelines" / "__pycache__").mkdir()
+    (copy / "pipelines" / "__pycache__" / "sweep.cpython-311.pyc").write_bytes(b"compiled")
+    assert version(copy) == code_version()
+    # a new (untracked) module, an edit of one, and an edit of conf/ are other code: never resumed into
+    seen = {version(copy)}
+    (copy / "components" / "extra.py").write_text("SCALE = 2\n")
+    seen.add(version(copy))
+    (copy / "components" / "extra.py").write_text("SCALE = 3\n")
+    seen.add(version(copy))
+    (copy / "conf" / "default.yaml").write_text((copy / "conf" / "default.yaml").read_text() + "# edited\n")
+    seen.add(version(copy))
+    assert len(seen) == 4
