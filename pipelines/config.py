@@ -134,6 +134,7 @@ class RayConfig(_Strict):
 class TrackingConfig(_Strict):
     system_metrics: bool
     system_metrics_interval: Annotated[float, Field(gt=0)]
+    shutdown_timeout: Annotated[float, Field(gt=0)]
 
 
 class ScheduleConfig(_Strict):

@@ -49,6 +49,7 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
     """
     from pipelines.train import train
 
+    cli.shutdown_within(job.cfg.tracking.shutdown_timeout)
     cli.check_stop()
     try:
         resume_from = job.resume_from
@@ -199,8 +200,7 @@ def _start_worker(threads: int, prepared: Prepared) -> None:
     # Two workers on two cores each using both would fight over them; split the cores instead.
     use_cores(threads)
     _PREPARED[:] = [prepared]
-    signal.signal(signal.SIGTERM, cli.terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cli.handle_signals()  # the sweep's own SIGTERM to each worker repeats the process group's: ignored
     cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
     if sys.platform.startswith("linux"):  # and on Linux at once: SIGTERM when the sweep process dies, even by -9
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

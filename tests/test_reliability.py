@@ -2,8 +2,11 @@
 every variant FINISHED at most once, nothing left RUNNING, and the summary and the exit code telling the truth."""
 
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -14,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.prepare import prepare
 from pipelines.sweep import sweep
 from pipelines.version import code_version
-from tests.conftest import ROOT, tiny
+from tests.conftest import ROOT, project_env, tiny
 
 
 def runs_of(store, experiment="descent"):
@@ -117,3 +120,50 @@ def test_the_code_version_is_the_code_that_runs_with_or_without_git(tmp_path):
     (copy / "conf" / "default.yaml").write_text((copy / "conf" / "default.yaml").read_text() + "# edited\n")
     seen.add(version(copy))
     assert len(seen) == 4
+
+
+FAST = "model.hidden=[8] tuning.method=none measure.gradients=false measure.sharpness=false"
+FAST += " tracking.system_metrics=false"
+
+
+def fault(name, module, *arguments):
+    """The command that runs entry point `module` with fault `name` of tests/faults.py planted in it."""
+    return [sys.executable, "-m", "tests.faults", name, module, *arguments]
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_inside_the_metric_flush_loses_no_epoch(store, tmp_path):
+    command = fault("sigterm-inside-flush", "pipelines.train", "--data", "iris", "--epochs", "5000", "--verbose")
+    command += ["--batch_size", "1", "--overrides", FAST]
+    env = project_env(store) | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = []
+    for line in proc.stdout:
+        found = re.match(r"epoch (\d+)/5000:", line)
+        if found:
+            printed.append(int(found.group(1)))
+            if len(printed) == 300:  # more than one flush has gone out and some epochs wait in the buffer
+                proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err[-2000:]
+    assert "descent: terminated (SIGTERM); any open run was ended KILLED" in err
+    [run] = assert_store_is_true(store)
+    assert run.info.status == "KILLED"
+    steps = [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "val_loss")]
+    assert sorted(steps) == list(range(1, max(printed) + 1))  # every epoch it printed, none lost in the flush
+
+
+def test_a_shutdown_that_hangs_ends_at_the_deadline_whatever_the_signals(tmp_path):
+    hangs = (
+        "import time\nfrom pipelines import cli\ncli.handle_signals()\ncli.shutdown_within(1)\n"
+        "print('ready', flush=True)\n"
+        "try:\n    time.sleep(60)\nfinally:\n"
+        "    print('stopping', flush=True)\n    time.sleep(60)  # ending runs, stuck\n"
+    )
+    env = project_env("sqlite:///unused.db")
+    proc = subprocess.Popen([sys.executable, "-c", hangs], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == "stopping\n"
+    proc.send_signal(signal.SIGINT)  # a repeat (of either kind) does not cut the shutdown short, nor extend it
+    assert proc.wait(timeout=30) == 143

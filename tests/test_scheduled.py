@@ -107,13 +107,16 @@ def test_four_overlapping_triggers_on_a_fresh_sqlite_store(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_ends_every_open_run_killed(store, tmp_path):
+@pytest.mark.parametrize("to", ["the sweep", "its process group"])
+def test_sigterm_ends_every_open_run_killed(store, tmp_path, to):
     command = [sys.executable, "-m", "pipelines.sweep", "--data", "iris", "--epochs", "300"]
     command += ["--optimizers", "adam", "--batch_sizes", "1,full"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=project_env(store), stderr=subprocess.PIPE, text=True)
+    env = project_env(store)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = MlflowClient(store)
     assert wait_for_runs(store, "tags.`descent.kind` = 'variant'", timeout=120), "no variant started"
-    os.kill(proc.pid, signal.SIGTERM)
+    # systemd's stop and Ctrl+C signal the whole group: each worker gets SIGTERM twice (the sweep sends its own)
+    os.killpg(proc.pid, signal.SIGTERM) if to == "its process group" else os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert "descent: terminated (SIGTERM); any open run was ended KILLED" in err
