@@ -15,6 +15,7 @@ from collections.abc import Callable
 from components.errors import InputError
 from pipelines import access, terminal
 from pipelines.config import Config, load_config, parse_value
+from pipelines.owners import Busy
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
 
@@ -88,6 +89,10 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
     handle_signals()
     try:
         return entry(argv) or EXIT_OK
+    except Busy as exc:  # another live run has the study: not bad input, and it may be free later
+        print(f"descent: error: {exc}", file=sys.stderr)
+        _tag_launched_run(f"Busy: {exc}")
+        return EXIT_UNAVAILABLE
     except Exception as exc:
         # A server that refuses the login (401) or its rights (403) is bad input too: retrying will not help.
         refused = access.refusal(exc)
@@ -95,7 +100,7 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
             raise
         print(f"descent: error: {refused or exc}", file=sys.stderr)
         if refused is None:  # the server would refuse this tag too
-            _tag_launched_run(str(exc))
+            _tag_launched_run(f"InputError: {exc}")
         return EXIT_BAD_INPUT
     except Terminated:
         print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
@@ -211,4 +216,4 @@ def _tag_launched_run(reason: str) -> None:
     if run_id:
         from pipelines import tracking
 
-        tracking.set_tags_on(run_id, {"descent.error": f"InputError: {reason}"})
+        tracking.set_tags_on(run_id, {"descent.error": reason})

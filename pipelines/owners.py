@@ -13,6 +13,15 @@ from dataclasses import dataclass
 import psutil
 
 
+class Busy(RuntimeError):
+    """A live run owns what this run needs (its study, a lock): try again later (exit 75)."""
+
+    def __init__(self, message: str, held_for: float | None = None, who: str = "") -> None:
+        super().__init__(message)
+        self.held_for = held_for  # seconds the holder has held it, when known
+        self.who = who or message  # who holds it, in words
+
+
 @dataclass(frozen=True)
 class Owner:
     host: str

@@ -3,7 +3,7 @@
 Every variant is a `Job` that a worker turns into one nested MLflow run under the sweep's run; a job
 never raises for a broken variant, it returns an outcome saying so. Jobs may be submitted while others
 run (a later seed waits for the first seed's learning rate), and a job whose worker process dies is
-retried on a fresh one.
+retried on a fresh one: the executor, which saw the worker die, ends the run it left RUNNING.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pipelines.tune import Chosen
 
 log = logging.getLogger("descent")
 PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
-DIED = "interrupted: its worker process died before the variant finished"
+DIED = "interrupted: its worker process died before the variant finished"  # written by the executor that saw it
 
 
 @dataclass(frozen=True)
@@ -43,28 +43,20 @@ class Job:
 
 
 def run_job(job: Job, prepared: Prepared | None = None) -> dict:
-    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception.
-
-    Runs of the same name that an earlier try left RUNNING (its worker died) are ended FAILED first.
-    """
+    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception."""
     from pipelines.train import train
 
     cli.shutdown_within(job.cfg.tracking.shutdown_timeout)
     cli.check_stop()
     try:
-        resume_from = job.resume_from
-        for run in tracking.running(job.parent_run_id, job.name):
-            tracking.mark_failed(run.info.run_id, f"{DIED}; it was tried again")
-            resume_from = run.info.run_id
-        prepared = prepared or _PREPARED[0]
         result = train(
             job.cfg,
-            prepared,
+            prepared or _PREPARED[0],
             parent_run_id=job.parent_run_id,
             tags=job.tags,
             run_name=job.name,
             chosen=job.chosen,
-            resume_from=resume_from,
+            resume_from=job.resume_from,
         )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason

@@ -3,7 +3,7 @@
     python -m tests.faults <fault> <module> [args]  # e.g. python -m tests.faults kill-after-alias pipelines.scheduled
 
 A fault wraps one real function: the process kills itself with SIGKILL (no clean-up, as the OOM killer or a lost
-machine would) right after the function's n-th call returns, or signals itself again inside it.
+machine would) right after the function's n-th call returns, signals itself again inside it, or waits there.
 """
 
 from __future__ import annotations
@@ -50,6 +50,22 @@ def sigterm_inside_flush() -> None:
     tracking.EpochMetrics.flush = flush
 
 
+def pause_after_first_variant() -> None:
+    """The sweep stops after its first variant until the file named by DESCENT_TEST_GO exists (a slow sweep)."""
+    import pathlib
+    import time
+
+    import pipelines.train
+
+    go = pathlib.Path(os.environ["DESCENT_TEST_GO"])
+
+    def wait() -> None:
+        while not go.exists():
+            time.sleep(0.1)
+
+    after(pipelines.train, "train", 1, wait)
+
+
 def plant(fault: str) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -61,6 +77,7 @@ def plant(fault: str) -> None:
         "kill-after-alias": lambda: after(MlflowClient, "set_registered_model_alias", 1, kill),
         "kill-after-first-move": lambda: after(tracking, "move_under", 1, kill),
         "sigterm-inside-flush": sigterm_inside_flush,
+        "pause-after-first-variant": pause_after_first_variant,
     }
     faults[fault]()
 

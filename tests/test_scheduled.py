@@ -13,6 +13,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from pipelines import cli, tracking
+from pipelines.owners import Busy
 from pipelines.scheduled import _entry as scheduled_entry
 from pipelines.scheduled import scheduled
 from tests.conftest import ROOT, project_env, tiny, wait_for_runs
@@ -62,13 +63,13 @@ def test_runs_once_skips_when_unchanged_and_keeps_the_better_champion(store, cap
     assert third.data.tags["descent.decision"] == "promoted to champion"
 
 
-@pytest.mark.parametrize(("on_overlap", "timeout"), [("skip", 0), ("wait", 1)])
-def test_an_overlapping_trigger_skips_while_the_lock_is_held(store, caplog, on_overlap, timeout):
+def test_an_overlapping_trigger_skips_or_waits_then_says_try_later(store, caplog):
     caplog.set_level("INFO", logger="descent")
-    cfg = tiny(**GRID, **{"schedule.on_overlap": on_overlap, "schedule.lock_timeout": timeout})
-    with FileLock(tracking.lock_path("experiment-descent")):
-        assert scheduled(cfg) == 0
-    assert "skipped: another descent run of experiment 'descent' holds" in caplog.text
+    with FileLock(tracking.lock_path("experiment-descent")):  # a holder that says nothing about itself
+        assert scheduled(tiny(**GRID, **{"schedule.on_overlap": "skip"})) == 0
+        with pytest.raises(Busy, match=r"another descent run holds .*experiment-descent.lock .*waited 1 s"):
+            scheduled(tiny(**GRID, **{"schedule.on_overlap": "wait", "schedule.lock_timeout": 1}))  # exit 75
+    assert "skipped: experiment 'descent': another descent run holds" in caplog.text
     assert _sweeps(store) == []
 
 
