@@ -102,10 +102,10 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
         if refused is None:  # the server would refuse this tag too
             _tag_launched_run(f"InputError: {exc}")
         return EXIT_BAD_INPUT
-    except Terminated:
-        print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:  # Ctrl+C, or SIGTERM (which Ray re-raises as a plain KeyboardInterrupt)
+        if isinstance(stopped, Terminated) or _FIRST[:1] == [signal.SIGTERM]:
+            print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
+            return 143
         print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
         return 130
     finally:

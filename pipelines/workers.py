@@ -51,7 +51,7 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
     try:
         result = train(
             job.cfg,
-            prepared or _PREPARED[0],
+            prepared or (_PREPARED[0] if _PREPARED else None),  # None: train() loads the data itself
             parent_run_id=job.parent_run_id,
             tags=job.tags,
             run_name=job.name,
