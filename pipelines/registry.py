@@ -13,7 +13,8 @@ import mlflow
 
 from pipelines import tracking
 
-RUN, METRIC, DECISION, CHAMPION_VALUE = "descent.run_id", "descent.val_metric", "descent.decision", "descent.champion"
+RUN, METRIC, DECISION = "descent.run_id", "descent.val_metric", "descent.decision"
+CHAMPION_VALUE = "descent.champion_value"  # the champion's value when the decision was made
 
 
 def promote(model_uri: str, run_id: str, name: str, value: float, higher: bool) -> dict[str, Any]:
