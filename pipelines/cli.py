@@ -171,9 +171,6 @@ def _stopping() -> KeyboardInterrupt:
     return KeyboardInterrupt() if _FIRST and _FIRST[0] == signal.SIGINT else Terminated()
 
 
-terminate = stop  # the SIGTERM handler's earlier name
-
-
 def check_stop() -> None:
     """Raise at a safe point if a signal arrived while a library swallowed the first raise; say the study progresses.
 

@@ -43,7 +43,7 @@ class RayExecutor:
     KILLED here.
     """
 
-    def __init__(self, settings: RayConfig, prepared: Prepared, shutdown_timeout: float = 60.0) -> None:
+    def __init__(self, settings: RayConfig, prepared: Prepared, shutdown_timeout: float) -> None:
         self.settings, self.prepared, self.grace = settings, prepared, shutdown_timeout / 2
         self.pending: dict[Any, Job] = {}
         self.tries: dict[str, int] = {}

@@ -87,7 +87,7 @@ def worker_count(workers: int | str, jobs: int) -> int:
 class LocalExecutor:
     """Jobs in this process (one worker) or on a pool of spawned worker processes; outcomes as jobs finish."""
 
-    def __init__(self, workers: int, prepared: Prepared, retries: int = 1) -> None:
+    def __init__(self, workers: int, prepared: Prepared, retries: int) -> None:
         self.workers, self.prepared, self.retries = workers, prepared, retries
         self.queue: list[Job] = []
         self.pending: dict[Future, Job] = {}
