@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from components.errors import InputError
 from pipelines import access, terminal
 from pipelines.config import Config, load_config, parse_value
+from pipelines.owners import Busy
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 75
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl+C so every open run ends KILLED on the way out."""
+
+
+HEARTBEAT = "DESCENT_HEARTBEAT"  # files whose modification time says the study is making progress (pipelines/locks)
 
 
 def parser(description: str, variant_options: bool = True) -> argparse.ArgumentParser:
@@ -67,6 +74,7 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
     }
     chosen = {k: v for k, v in texts.items() if v} | {k: parse_value(v) for k, v in values.items() if v}
     cfg = load_config(args.config or None, args.overrides, chosen | (extra or {}))
+    shutdown_within(cfg.tracking.shutdown_timeout)
     access.note(experiment=cfg.experiment)  # named if the tracking server refuses this login
     if getattr(args, "verbose", False) and not cfg.training.verbose:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"verbose": 1})})
@@ -78,9 +86,13 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run an entry point: bad input (a refusing tracking server too) is one line on stderr and exit 2; else exit 1."""
     terminal.setup_logging()
-    signal.signal(signal.SIGTERM, terminate)
+    handle_signals()
     try:
         return entry(argv) or EXIT_OK
+    except Busy as exc:  # another live run has the study: not bad input, and it may be free later
+        print(f"descent: error: {exc}", file=sys.stderr)
+        _tag_launched_run(f"Busy: {exc}")
+        return EXIT_UNAVAILABLE
     except Exception as exc:
         # A server that refuses the login (401) or its rights (403) is bad input too: retrying will not help.
         refused = access.refusal(exc)
@@ -88,12 +100,12 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
             raise
         print(f"descent: error: {refused or exc}", file=sys.stderr)
         if refused is None:  # the server would refuse this tag too
-            _tag_launched_run(str(exc))
+            _tag_launched_run(f"InputError: {exc}")
         return EXIT_BAD_INPUT
-    except Terminated:
-        print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:  # Ctrl+C, or SIGTERM (which Ray re-raises as a plain KeyboardInterrupt)
+        if isinstance(stopped, Terminated) or _FIRST[:1] == [signal.SIGTERM]:
+            print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
+            return 143
         print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
         return 130
     finally:
@@ -117,19 +129,69 @@ def _keep_logs() -> None:
         print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
-def terminate(signum: int, frame: object) -> None:
-    """SIGTERM handler: raise Terminated (and remember it for check_stop)."""
+def handle_signals() -> None:
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt, once (see `stop`)."""
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def stop(signum: int, frame: object) -> None:
+    """Raise Terminated (SIGTERM) or KeyboardInterrupt (SIGINT): the open runs end KILLED on the way out.
+
+    Only the first signal raises. systemd and Ctrl+C signal the whole process group, then the sweep signals its
+    workers again: a repeat must not interrupt the shutdown it started (the flush of buffered metrics, the ending
+    of runs), so repeats are ignored, and the process exits anyway `shutdown_within` seconds after the first.
+    """
+    if _FIRST:
+        return
+    _FIRST.append(signum)
     _STOP.set()
-    raise Terminated()
+    if _DEADLINE:
+        timer = threading.Timer(_DEADLINE[0], _exit_now, (signum,))
+        timer.daemon = True
+        timer.start()
+    raise _stopping()
+
+
+def shutdown_within(seconds: float) -> None:
+    """After a SIGTERM or Ctrl+C, exit at the latest this many seconds later (runs still open stay RUNNING)."""
+    _DEADLINE[:] = [seconds]
+
+
+def _exit_now(signum: int) -> None:
+    print(
+        f"descent: stopped after {_DEADLINE[0]:g} s of shutting down (tracking.shutdown_timeout); "
+        "runs still RUNNING are ended by the next run of this study",
+        file=sys.stderr,
+    )
+    os._exit(128 + signum)
+
+
+def _stopping() -> KeyboardInterrupt:
+    return KeyboardInterrupt() if _FIRST and _FIRST[0] == signal.SIGINT else Terminated()
 
 
 def check_stop() -> None:
-    """Raise Terminated at a safe point if SIGTERM arrived while a library swallowed the first raise.
+    """Raise at a safe point if a signal arrived while a library swallowed the first raise; say the study progresses.
 
     In a worker process it also stops once the sweep process that started it is gone (killed with -9).
     """
-    if _STOP.is_set() or (_PARENT and os.getppid() != _PARENT[0]):
+    if _STOP.is_set():
+        raise _stopping()
+    if _PARENT and os.getppid() != _PARENT[0]:
         raise Terminated()
+    beat()
+
+
+def beat() -> None:
+    """Touch the heartbeat files of the study lock this process works under (at most every few seconds)."""
+    now = time.monotonic()
+    if now - _LAST_BEAT[0] < BEAT_SECONDS:
+        return
+    _LAST_BEAT[0] = now
+    for path in filter(None, os.environ.get(HEARTBEAT, "").split(os.pathsep)):
+        with contextlib.suppress(OSError):
+            os.utime(path)
 
 
 def stop_with_parent(pid: int) -> None:
@@ -139,6 +201,10 @@ def stop_with_parent(pid: int) -> None:
 
 _PARENT: list[int] = []
 _STOP = threading.Event()
+_FIRST: list[int] = []  # the signal that started the shutdown
+_DEADLINE: list[float] = []
+_LAST_BEAT = [-math.inf]
+BEAT_SECONDS = 5.0
 
 
 def _tag_launched_run(reason: str) -> None:
@@ -147,4 +213,4 @@ def _tag_launched_run(reason: str) -> None:
     if run_id:
         from pipelines import tracking
 
-        tracking.set_tags_on(run_id, {"descent.error": f"InputError: {reason}"})
+        tracking.set_tags_on(run_id, {"descent.error": reason})

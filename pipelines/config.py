@@ -120,7 +120,9 @@ class SweepConfig(_Strict):
     collapse_threshold: Annotated[float, Field(ge=0, lt=1)] | None
     seeds: list[Annotated[int, Field(ge=0)]] | None
     workers: Annotated[int, Field(gt=0)] | Literal["auto"]
+    retries: Annotated[int, Field(ge=0)]
     executor: Literal["local", "ray"]
+    tolerate_failures: bool
 
 
 class RayConfig(_Strict):
@@ -133,11 +135,13 @@ class RayConfig(_Strict):
 class TrackingConfig(_Strict):
     system_metrics: bool
     system_metrics_interval: Annotated[float, Field(gt=0)]
+    shutdown_timeout: Annotated[float, Field(gt=0)]
 
 
 class ScheduleConfig(_Strict):
     on_overlap: Literal["wait", "skip"]
     lock_timeout: Annotated[float, Field(ge=0)]
+    stale_after: Annotated[float, Field(gt=0)]
     model_name: Annotated[str, Field(min_length=1)]
     tracking_retries: Annotated[int, Field(ge=1)]
     tracking_backoff: Annotated[float, Field(ge=0)]
@@ -160,7 +164,7 @@ class Config(_Strict):
     def digest(self) -> str:
         """A short hash of what shapes the results: equal studies, equal digests (not how they are scheduled)."""
         where = {"schedule": True, "ray": True, "tracking": True, "training": {"verbose"}}
-        where["sweep"] = {"workers", "executor"}
+        where["sweep"] = {"workers", "retries", "executor", "tolerate_failures"}
         tree = self.model_dump(exclude=where)
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

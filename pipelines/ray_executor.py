@@ -10,18 +10,19 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from components.errors import InputError
-from pipelines import terminal, tracking
+from pipelines import cli, terminal, tracking
 from pipelines.config import RayConfig
 from pipelines.prepare import Prepared
-from pipelines.workers import Job, run_job, use_cores
+from pipelines.workers import DIED, Job, run_job, use_cores
 
 log = logging.getLogger("descent")
 INSTALL = "pip install -e '.[ray]'"
 SERVER = "mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000"
-KILLED = "interrupted: its Ray worker died before the variant finished"
+TICK = 30.0  # seconds between the sweep's looks at its signals and heartbeat while Ray tasks train
 
 
 def check_ray() -> None:
@@ -45,11 +46,18 @@ def share_gpus() -> None:
 
 
 class RayExecutor:
-    """Jobs as Ray tasks; a task whose worker dies is rerun, at most `settings.max_retries` times."""
+    """Jobs as Ray tasks; a task whose worker dies is tried again, at most `settings.max_retries` times.
 
-    def __init__(self, settings: RayConfig, prepared: Prepared) -> None:
-        self.settings, self.prepared = settings, prepared
+    The retries are the sweep's, not Ray's: the sweep sees the worker die, so it ends the run the dead try left
+    RUNNING (with the cause) before the next try starts. Stopped (SIGTERM, Ctrl+C), it cancels the tasks, which end
+    their runs KILLED; those that do not stop within half of `shutdown_timeout` are killed and their runs ended
+    KILLED here.
+    """
+
+    def __init__(self, settings: RayConfig, prepared: Prepared, shutdown_timeout: float) -> None:
+        self.settings, self.prepared, self.grace = settings, prepared, shutdown_timeout / 2
         self.pending: dict[Any, Job] = {}
+        self.tries: dict[str, int] = {}
         self.ray: Any = None
         self.started = False
 
@@ -66,7 +74,7 @@ class RayExecutor:
             name=f"descent:{job.name}",
             num_cpus=s.cpus_per_variant,
             num_gpus=s.gpus_per_variant,
-            max_retries=s.max_retries,  # a dead worker, not a broken variant (that is an outcome)
+            max_retries=0,  # retried by outcomes(), which ends the dead try's run first
         )
         # run_job travels as an argument (by reference), so a test can hand workers another body
         self.pending[options.remote(job, self.data, self.store, s.cpus_per_variant, run_job, self.folder)] = job
@@ -74,22 +82,58 @@ class RayExecutor:
     def outcomes(self) -> Iterator[dict]:
         """Each job's outcome as its task finishes, including jobs submitted while iterating."""
         while self.pending:
-            [done], _ = self.ray.wait(list(self.pending), num_returns=1)
-            yield _outcome(self.ray, done, self.pending.pop(done))
+            done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=TICK)
+            cli.check_stop()  # tasks may train on other machines: the sweep itself says the study progresses
+            if done:
+                job = self.pending.pop(done[0])
+                outcome = self._retried(done[0], job)
+                if outcome is not None:
+                    yield outcome
+
+    def _retried(self, ref: Any, job: Job) -> dict | None:
+        """The job's outcome; None when its worker died and it was submitted again."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            died = not isinstance(exc, (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError))
+            if not died or self.tries.get(job.name, 0) >= self.settings.max_retries:
+                return _outcome(ray, ref, job)
+            orphans = tracking.running(job.parent_run_id, job.name)  # its worker is gone: nobody else ends them
+            for run in orphans:
+                tracking.mark_failed(run.info.run_id, f"{DIED} ({_reason(exc)}); tried again")
+            self.tries[job.name] = self.tries.get(job.name, 0) + 1
+            log.info("%s lost its Ray worker (%s); trying it again", job.name, _reason(exc))
+            self.submit(replace(job, resume_from=orphans[0].info.run_id if orphans else job.resume_from))
+            return None
 
     def __enter__(self) -> RayExecutor:
         return self
 
     def __exit__(self, *_: Any) -> None:
-        for ref in self.pending:  # Ctrl-C or SIGTERM: stop the rest; a resumed sweep ends their runs FAILED
-            self.ray.cancel(ref, force=True)
-        self.pending.clear()
+        if self.pending:  # Ctrl-C or SIGTERM
+            self._cancel()
         if self.started:
             self.ray.shutdown()
 
+    def _cancel(self) -> None:
+        """Stop the remaining tasks: each ends its run KILLED; one too slow to is killed and its run ended here."""
+        refs, jobs = list(self.pending), list(self.pending.values())
+        self.pending.clear()
+        for ref in refs:
+            self.ray.cancel(ref)  # KeyboardInterrupt in the task: its open run ends KILLED, as in a local worker
+        _, left = self.ray.wait(refs, num_returns=len(refs), timeout=self.grace)
+        for ref in left:
+            self.ray.cancel(ref, force=True)
+        if left:
+            self.ray.wait(left, num_returns=len(left), timeout=self.grace)
+        for job in jobs:
+            for run in tracking.running(job.parent_run_id, job.name):
+                tracking.end_run(run.info.run_id, "KILLED", "interrupted: the sweep was stopped before this variant")
+
 
 def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any, folder: str = "") -> dict:
-    """One try at a job on a Ray worker (run_job first ends FAILED the runs of a try whose worker died)."""
+    """One try at a job on a Ray worker."""
     os.environ["MLFLOW_TRACKING_URI"] = store  # the sweep's tracking server, whatever the node's environment says
     if folder and os.path.isdir(folder):  # the sweep's working directory, where the node has it (README: Ray)
         os.chdir(folder)
@@ -98,14 +142,19 @@ def _attempt(job: Job, prepared: Prepared, store: str, cpus: float, body: Any, f
 
 
 def _outcome(ray: Any, ref: Any, job: Job) -> dict:
+    """A task's outcome, or a failed one (its open runs ended FAILED) when the task itself failed."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayError as exc:  # every try's worker died, or the task could not run at all
+    except ray.exceptions.RayError as exc:
         for run in tracking.running(job.parent_run_id, job.name):
-            tracking.mark_failed(run.info.run_id, KILLED)
-        cause = getattr(exc, "cause", None) or exc  # the task's own exception; Ray's for a dead worker
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        return {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {reason}"}
+            tracking.mark_failed(run.info.run_id, f"{DIED} ({_reason(exc)})")
+        return {"name": job.name, "state": "failed", "error": _reason(exc)}
+
+
+def _reason(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None) or exc  # the task's own exception; Ray's for a dead worker
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def _connect(ray: Any, address: str | None) -> bool:
@@ -119,6 +168,8 @@ def _connect(ray: Any, address: str | None) -> bool:
             f"cannot reach the Ray cluster at {address or 'RAY_ADDRESS'} ({exc}): "
             "start it (ray start --head) or fix ray.address / RAY_ADDRESS"
         ) from None
+    finally:
+        cli.handle_signals()  # ray.init puts its own SIGTERM handler (exit 15, runs left open) in descent's place
     log.info("Ray cluster: %s CPUs, %s GPUs", *(ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")))
     return True
 

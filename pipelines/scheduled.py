@@ -1,21 +1,21 @@
 """Entry point `scheduled`: the sweep for cron, systemd, Airflow or Kubernetes, safe to trigger unattended.
 
 Exit codes: 0 success or nothing to do, 1 failure, 2 bad input or config or a tracking server that refuses the
-login or its rights, 75 tracking server unreachable.
+login or its rights, 75 tracking server unreachable or the study held by another run for longer than lock_timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
-from filelock import Timeout
-
 from components.compare import RANKING
-from pipelines import access, cli, tracking
+from pipelines import access, cli, locks, registry, tracking
 from pipelines.config import Config
+from pipelines.owners import Busy
 from pipelines.prepare import prepare
-from pipelines.sweep import MATCH, sweep, sweep_tags
+from pipelines.sweep import MATCH, failures, sweep, sweep_tags
 from pipelines.train import check_model
 
 log = logging.getLogger("descent")
@@ -27,16 +27,20 @@ def scheduled(cfg: Config, force: bool = False) -> int:
     check_model(cfg)  # a builder that is not there is bad input now, not after waiting for the server and the lock
     access.note(model=s.model_name)
     tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
-    lock = tracking.machine_lock(f"experiment-{cfg.experiment}")
-    try:
-        lock.acquire(timeout=s.lock_timeout if s.on_overlap == "wait" else 0)
-    except Timeout:
-        log.info("skipped: another descent run of experiment %r holds %s", cfg.experiment, lock.lock_file)
-        return cli.EXIT_OK
-    try:
+    # One trigger per experiment at a time: a live one is waited for (skipped, with on_overlap: skip) up to
+    # lock_timeout, then this trigger exits 75; a hung one (silent for stale_after) is stopped and taken over.
+    with contextlib.ExitStack() as held:
+        try:
+            timeout = s.lock_timeout if s.on_overlap == "wait" else 0
+            held.enter_context(
+                locks.hold(f"experiment-{cfg.experiment}", timeout, s.stale_after, cfg.tracking.shutdown_timeout)
+            )
+        except Busy as busy:
+            if s.on_overlap == "skip" and (busy.held_for or 0) < s.lock_timeout:
+                log.info("skipped: experiment %r: %s", cfg.experiment, busy.who)
+                return cli.EXIT_OK
+            raise
         return _locked(cfg, force)
-    finally:
-        lock.release()
 
 
 def _locked(cfg: Config, force: bool) -> int:
@@ -54,6 +58,11 @@ def _locked(cfg: Config, force: bool) -> int:
     if finished.empty:
         log.error("no variant of sweep %s finished", parent)
         return cli.EXIT_FAILED
+    failed = failures(cfg, table)
+    if failed:  # the failed one might have been the best: the next trigger tries it again, then promotes
+        tracking.set_tags_on(parent, {"descent.decision": f"not promoted: {failed}"})
+        print(f"descent: error: sweep {parent} not promoted: {failed}", file=sys.stderr)
+        return cli.EXIT_FAILED
     try:
         decision = _promote(cfg, result, finished.iloc[0])
     except Exception as exc:
@@ -65,7 +74,7 @@ def _locked(cfg: Config, force: bool) -> int:
         raise access.AccessRefused(
             f"sweep {parent} finished and keeps its runs, but its best model was not promoted: {refused}"
         ) from exc
-    tracking.set_tags_on(parent, {"descent.scheduled": "done"} | decision)
+    tracking.set_tags_on(parent, {"descent.scheduled": "done"} | decision)  # one write: done, and why
     log.info(
         "%s: %s (%s %s) vs champion %s",
         decision["descent.decision"],
@@ -81,7 +90,7 @@ def _promote(cfg: Config, result: dict, best: object) -> dict[str, str]:
     key, higher = RANKING[result["task"]]
     model_uri = tracking.get_run(best["run_id"]).data.tags["descent.model_uri"]
     value = float(best[f"final_{key}"])
-    outcome = tracking.register_best(model_uri, cfg.schedule.model_name, value, higher)
+    outcome = registry.promote(model_uri, best["run_id"], cfg.schedule.model_name, value, higher)
     return {
         "descent.decision": "promoted to champion" if outcome["alias"] == "champion" else "kept as challenger",
         "descent.metric": key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -15,9 +16,10 @@ from components.compare import RANKING
 from components.errors import InputError
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import access, cli, grouping, tracking
+from pipelines import access, cli, grouping, locks, owners, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
+from pipelines.grouping import group_tags
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
 from pipelines.ray_executor import RayExecutor, check_ray, share_gpus
@@ -45,22 +47,36 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     launched = os.environ.get("MLFLOW_RUN_ID")
     # Under `mlflow run` the sweep lives where the launcher put it (--experiment-name, or Default).
     experiment = tracking.get_run(launched).info.experiment_id if launched else tracking.experiment_id(cfg.experiment)
-    previous = None if fresh else _last_matching(experiment, tags)
-    reopen = previous.info.run_id if previous is not None and not launched else None
-    with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=tags, run_id=reopen) as parent:
-        swept = {k: v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers}
-        resolved = flatten(cfg.model_dump(exclude={"optimizers"}) | {"optimizers": swept})
-        tracking.log_params(resolved | {"variants": len(variants)})
-        if reopen is None:
-            log_data_record(cfg, prepared)
-            log_network(cfg, network)
-        interrupted: dict[str, str] = {}
-        done = _reuse(previous, parent, interrupted) if previous is not None else {}
-        outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
-        result = compare(tracking.get_run(parent.info.run_id))
+    s = cfg.schedule
+    # One sweep of a study at a time: a second identical command waits for the first, then resumes it.
+    with locks.hold(study_lock(experiment, tags), s.lock_timeout, s.stale_after, cfg.tracking.shutdown_timeout):
+        chain = [] if fresh else _chain(_last_matching(experiment, tags))
+        _check_gone(chain)
+        reopen = chain[0].info.run_id if chain and not launched else None
+        # A new run (`mlflow run`) is found as the study's sweep only once the earlier one's variants are moved to it.
+        opening = {k: v for k, v in tags.items() if k != "descent.kind"} if chain and launched else tags
+        opening |= {"descent.owner": str(owners.me())}
+        with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=opening, run_id=reopen) as parent:
+            swept = {k: v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers}
+            resolved = flatten(cfg.model_dump(exclude={"optimizers"}) | {"optimizers": swept})
+            tracking.log_params(resolved | {"variants": len(variants)})
+            if reopen is None:
+                log_data_record(cfg, prepared)
+                log_network(cfg, network)
+            interrupted: dict[str, str] = {}
+            done = _reuse(chain, parent, interrupted) if chain else {}
+            tracking.set_tags({"descent.kind": "sweep"})
+            outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
+            result = compare(tracking.get_run(parent.info.run_id))
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
     return result
+
+
+def study_lock(experiment_id: str, tags: dict[str, str]) -> str:
+    """The name of the machine-wide lock of one study (experiment, data, config and code) on one tracking store."""
+    study = [tracking.tracking_uri(), experiment_id, *(tags[k] for k in MATCH)]
+    return "study-" + hashlib.sha256("\n".join(study).encode()).hexdigest()[:16]
 
 
 def _check_reference(cfg: Config, variants: list[Variant], n_train: int) -> None:
@@ -89,23 +105,55 @@ def _last_matching(experiment_id: str, tags: dict[str, str]) -> Any:
     return found[0] if found else None
 
 
-def _reuse(previous: Any, parent: Any, interrupted: dict[str, str]) -> dict[str, Any]:
-    """Variants that already finished in `previous`, by name; runs its crash left RUNNING end FAILED (and are
-    noted in `interrupted`, by name: their finished learning-rate trials are reused)."""
+def _chain(found: Any) -> list[Any]:
+    """The last matching sweep and the sweeps it was resumed in (`descent.resumed_in`), oldest first.
+
+    A resume under `mlflow run` that was killed while it moved the finished variants left some under the new run:
+    they are found there.
+    """
+    chain = [found] if found is not None else []
+    while chain and chain[-1].data.tags.get("descent.resumed_in") not in (None, *(r.info.run_id for r in chain)):
+        chain.append(tracking.get_run(chain[-1].data.tags["descent.resumed_in"]))
+    return chain
+
+
+def _check_gone(chain: list[Any]) -> None:
+    """Refuse to touch a sweep whose process still runs (here, or on another machine): it is not interrupted."""
+    for run in chain:
+        owner = owners.parse(run.data.tags.get("descent.owner"))
+        if run.info.status == "RUNNING" and owner is not None and owners.is_gone(owner) is not True:
+            raise owners.Busy(
+                f"sweep {run.info.run_id} of this study is running ({owner.describe()}): wait for it to end, "
+                "or stop it; if it died on another machine, start over with --fresh (-P fresh=true)"
+            )
+
+
+def _reuse(chain: list[Any], parent: Any, interrupted: dict[str, str]) -> dict[str, Any]:
+    """Variants that already finished in the `chain` of earlier sweeps, by name, moved under `parent`; runs a crash
+    left RUNNING end FAILED (and are noted in `interrupted`, by name: their finished learning-rate trials are reused).
+
+    The earlier sweeps point to `parent` first, so that a crash while moving leaves a chain the next resume follows.
+    """
+    me = parent.info.run_id
+    earlier = [run for run in chain if run.info.run_id != me]
+    for run in earlier:
+        tracking.set_tags_on(run.info.run_id, {"descent.resumed_in": me})
+    if len(earlier) < len(chain):  # reopened: it is the study's sweep again
+        tracking.delete_tag(me, "descent.resumed_in")
     done: dict[str, Any] = {}
-    for child in tracking.children(previous):
-        status, name = child.info.status, child.info.run_name
-        if status == "RUNNING":
-            tracking.mark_failed(child.info.run_id, "interrupted: the sweep process ended before this variant did")
-            interrupted[name] = child.info.run_id
-        elif status == "FINISHED" and name not in done:
-            done[name] = child
-            if previous.info.run_id != parent.info.run_id:  # `mlflow run` made a new sweep run: move it there
-                tracking.set_tags_on(child.info.run_id, {"mlflow.parentRunId": parent.info.run_id})
-    if previous.info.run_id != parent.info.run_id:
-        tracking.set_tags_on(previous.info.run_id, {"descent.resumed_in": parent.info.run_id})
-        if previous.info.status == "RUNNING":
-            tracking.mark_failed(previous.info.run_id, f"interrupted; resumed in run {parent.info.run_id}")
+    for run in chain:
+        for child in tracking.children(run):
+            status, name = child.info.status, child.info.run_name
+            if status == "RUNNING":  # its sweep's process is gone (_check_gone), and its workers died with it
+                tracking.mark_failed(child.info.run_id, "interrupted: the sweep process ended before this variant did")
+                interrupted[name] = child.info.run_id
+            elif status == "FINISHED" and name not in done:
+                done[name] = child
+                if run.info.run_id != me:
+                    tracking.move_under(child.info.run_id, me)
+    for run in earlier:
+        if run.info.status == "RUNNING":
+            tracking.mark_failed(run.info.run_id, f"interrupted; resumed in run {me}")
     if done:
         log.info("resuming sweep: %d variant(s) already finished are reused", len(done))
     return done
@@ -128,19 +176,22 @@ def _run_variants(
     total = plan.total - len(done)
     if cfg.sweep.executor == "ray":
         log.info("%d runs as Ray tasks", total)
-        executor: Any = RayExecutor(cfg.ray, prepared.for_workers())
+        executor: Any = RayExecutor(cfg.ray, prepared.for_workers(), cfg.tracking.shutdown_timeout)
     else:
         workers = worker_count(cfg.sweep.workers, total)
         if workers > 1:
             log.info("%d runs on %d worker processes", total, workers)
-        executor = LocalExecutor(workers, prepared.for_workers())
+        executor = LocalExecutor(workers, prepared.for_workers(), cfg.sweep.retries)
     outcomes: list[dict] = []
     started = time.perf_counter()
     bar = tqdm(total=total, unit="variant", disable=not sys.stderr.isatty(), file=sys.stderr)
 
-    def submit(jobs: list[Any]) -> None:
-        for job in jobs:
+    jobs: dict[str, tuple[Any, int]] = {}  # name -> the job, and when it was submitted (ms, as MLflow times runs)
+
+    def submit(ready: list[Any]) -> None:
+        for job in ready:
             if job.name not in done:
+                jobs[job.name] = (job, int(time.time() * 1000))
                 executor.submit(replace(job, resume_from=interrupted.get(job.name)))
 
     with executor:
@@ -150,6 +201,8 @@ def _run_variants(
         for i, outcome in enumerate(outcomes_so_far, start=1):
             cli.check_stop()
             outcomes.append(outcome)
+            if outcome["state"] == "failed":
+                _record_failure(*jobs[outcome["name"]], outcome["error"], len(prepared.split.train))
             result = outcome.get("result", {})
             lr, by, run_id = result.get("learning_rate"), result.get("lr_chosen_by", ""), result.get("run_id", "")
             submit(plan.release(outcome["name"], lr, by, run_id))
@@ -163,6 +216,19 @@ def _run_variants(
                 bar.update()
     bar.close()
     return outcomes
+
+
+def _record_failure(job: Any, submitted: int, error: str, n_train: int) -> None:
+    """A variant that failed before its run existed (its worker never started it) gets a FAILED run with the reason,
+    so that the comparison, the summary and the exit code count it."""
+    if any(run.info.start_time >= submitted for run in tracking.named(job.parent_run_id, job.name)):
+        return  # this try has its own run, which says why
+    t = job.cfg.training
+    regime = batch_regime(t.batch_size, n_train)
+    variant = f"{t.optimizer}-{regime.label}"
+    tags = {**job.tags, "descent.variant": variant, **group_tags(t.optimizer, regime, variant)}
+    params = {"optimizer": t.optimizer, "batch_size": regime.batch_size, "regime": regime.regime, "seed": t.seed}
+    tracking.record_failed(job.parent_run_id, job.name, tags, params | {"epochs": t.epochs}, error)
 
 
 def _describe(outcome: dict, task: str) -> str:
@@ -200,7 +266,22 @@ def _entry(argv: list[str] | None) -> int:
     if not table["status"].isin(["finished", "diverged"]).any():
         print("descent: error: no variant of the sweep finished: see each run's descent.error tag", file=sys.stderr)
         return cli.EXIT_FAILED
+    failed = failures(cfg, table)
+    if failed:
+        print(f"descent: error: {failed}", file=sys.stderr)
+        return cli.EXIT_FAILED
     return cli.EXIT_OK
+
+
+def failures(cfg: Config, table: Any) -> str | None:
+    """What to say when variants failed (unless sweep.tolerate_failures): the sweep is not what was asked for."""
+    failed = table.loc[table["status"] == "failed", "variant"].tolist()
+    if not failed or cfg.sweep.tolerate_failures:
+        return None
+    return (
+        f"{len(failed)} variant(s) failed: {', '.join(failed)}: see each run's descent.error; the same command "
+        "tries them again (sweep.tolerate_failures=true accepts a sweep without them)"
+    )
 
 
 def terminal_table(table: Any, task: str) -> Any:

@@ -372,11 +372,27 @@ def children(parent: Any) -> list[Any]:
     return sorted(found, key=lambda r: r.info.start_time)
 
 
+def named(parent_run_id: str, run_name: str) -> list[Any]:
+    """The runs called `run_name` nested under `parent_run_id`, newest first."""
+    parent = get_run(parent_run_id)
+    return find_runs([parent.info.experiment_id], {"mlflow.parentRunId": parent_run_id, "mlflow.runName": run_name})
+
+
 def running(parent_run_id: str, run_name: str) -> list[Any]:
     """The runs called `run_name` nested under `parent_run_id` that are still RUNNING."""
-    parent = get_run(parent_run_id)
-    found = find_runs([parent.info.experiment_id], {"mlflow.parentRunId": parent_run_id, "mlflow.runName": run_name})
-    return [r for r in found if r.info.status == "RUNNING"]
+    return [r for r in named(parent_run_id, run_name) if r.info.status == "RUNNING"]
+
+
+def record_failed(parent_run_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any], reason: str) -> str:
+    """A FAILED run nested under `parent_run_id`, with its reason: for what failed before it had a run of its own."""
+    from mlflow.entities import Param
+
+    c = client()
+    tags = {**tags, "mlflow.parentRunId": parent_run_id, "descent.error": reason[:5000]}
+    run_id = c.create_run(get_run(parent_run_id).info.experiment_id, run_name=run_name, tags=tags).info.run_id
+    c.log_batch(run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+    c.set_terminated(run_id, "FAILED")
+    return run_id
 
 
 def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFrame:
@@ -394,48 +410,49 @@ def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFr
 
 def mark_failed(run_id: str, reason: str) -> None:
     """End a run that its process can no longer end (killed, crashed) as FAILED, with the reason; its nested
-    runs (learning-rate trials) that are still RUNNING too."""
+    runs (learning-rate trials) that are still RUNNING too. Only ever called once that process is gone."""
+    end_run(run_id, "FAILED", reason)
+
+
+def end_run(run_id: str, status: str, reason: str) -> None:
+    """End a run of a process that is gone with `status` and the reason, and its nested runs still RUNNING."""
     c = client()
     run = c.get_run(run_id)
     for trial in find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id}):
         if trial.info.status == "RUNNING":
             c.set_tag(trial.info.run_id, "descent.error", reason)
-            c.set_terminated(trial.info.run_id, "FAILED")
+            c.set_terminated(trial.info.run_id, status)
     c.set_tag(run_id, "descent.error", reason)
-    c.set_terminated(run_id, "FAILED")
+    c.set_terminated(run_id, status)
 
 
 def log_folder_to(run_id: str, folder: Path, artifact_path: str) -> None:
     client().log_artifacts(run_id, str(folder), artifact_path)
 
 
+def move_under(run_id: str, parent_run_id: str) -> None:
+    """Nest a run under another parent (a resumed sweep's new run)."""
+    client().set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+
+
+def delete_tag(run_id: str, key: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # not there
+        client().delete_tag(run_id, key)
+
+
 def set_tags_on(run_id: str, tags: dict[str, str]) -> None:
-    c = client()
-    for key, value in tags.items():
-        c.set_tag(run_id, key, value)
+    """Set tags on any run, all in one write: a crash leaves all of them or none."""
+    from mlflow.entities import RunTag
+
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def runs_page(experiment_id: str) -> str:
     """The URL of an experiment's runs table (where a sweep's parent expands to its variants)."""
     base = redacted(tracking_uri()).rstrip("/") if is_remote() else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
-
-
-def register_best(model_uri: str, name: str, value: float, higher: bool) -> dict[str, Any]:
-    """Register a sweep's best model; alias it `champion` if it beats the current one, else `challenger`."""
-    from mlflow.exceptions import MlflowException
-
-    c = client()
-    champion = None
-    with contextlib.suppress(MlflowException):  # no registered model or no champion yet: the first one wins
-        champion = c.get_model_version_by_alias(name, "champion")
-    old = float(champion.tags["descent.val_metric"]) if champion and "descent.val_metric" in champion.tags else None
-    version = mlflow.register_model(model_uri, name).version
-    c.set_model_version_tag(name, version, "descent.val_metric", str(value))
-    better = old is None or (value > old if higher else value < old)
-    alias = "champion" if better else "challenger"
-    c.set_registered_model_alias(name, alias, version)
-    return {"alias": alias, "version": version, "champion_value": old, "challenger_value": value}
 
 
 def _requirements() -> list[str]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import math
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,14 +17,14 @@ from components.model import build_model, check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
 from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
 from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
-from pipelines import cli, system_metrics, tracking
+from pipelines import cli, owners, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
 from pipelines.tune import Choice, Chosen, choose
+from pipelines.version import code_version
 
 log = logging.getLogger("descent")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def train(
@@ -64,6 +61,8 @@ def train(
         "descent.variant": variant,
         **group_tags(t.optimizer, regime, variant),
         **(tags or {}),
+        **trained_on(prepared),  # the rows this process was given and the code it runs, whatever the sweep's say
+        "descent.owner": str(owners.me()),  # its run is only ever called interrupted once this process is gone
     }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
         system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
@@ -179,10 +178,14 @@ def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Conf
 
 def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
     """Tags that let scheduled and resumed runs find their own."""
+    return {**trained_on(prepared), "descent.config_digest": cfg.digest()}
+
+
+def trained_on(prepared: Prepared) -> dict[str, str]:
+    """The digests of the data and the training rows, and the version of the code, of this process."""
     return {
         "descent.data_digest": prepared.dataset.digest,
         "descent.split_digest": prepared.split_digest,
-        "descent.config_digest": cfg.digest(),
         "descent.code_version": code_version(),
     }
 
@@ -195,21 +198,6 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     report = prepared.split.report.to_dict() | {"imputed_values": prepared.preprocessor.imputed}
     tracking.log_json(report, "split_report.json")
     tracking.log_yaml(cfg.model_dump(), "config.yaml")
-
-
-@functools.cache  # the code a process runs is the code it imported: ask git once per process
-def code_version() -> str:
-    """The git commit of the project, or 'unknown' outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = head.stdout.strip() or "unknown"
-    if head.returncode or not diff.stdout:
-        return commit
-    # Uncommitted edits are code too: a resume must not reuse variants trained by other code.
-    return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
 def build_network(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:

@@ -99,8 +99,7 @@ def _grid(cfg: Config, trainer: Trainer, trials: Trials, configured: float) -> C
             runs[lr] = trainer.start(lr)
             trials.open(lr)
         run = runs[lr]
-        trainer.train(run, epoch)
-        cli.check_stop()
+        trainer.train(run, epoch, lambda *_: cli.check_stop())  # signals, and the study's heartbeat, every epoch
         if run.diverged:
             return math.nan, math.nan
         last = trials.units(run.history[-1])  # the units of recorded trials: a regression target's own

@@ -3,7 +3,7 @@
 Every variant is a `Job` that a worker turns into one nested MLflow run under the sweep's run; a job
 never raises for a broken variant, it returns an outcome saying so. Jobs may be submitted while others
 run (a later seed waits for the first seed's learning rate), and a job whose worker process dies is
-retried on a fresh one.
+retried on a fresh one: the executor, which saw the worker die, ends the run it left RUNNING.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines import access, cli, tracking
@@ -27,7 +27,7 @@ from pipelines.tune import Chosen
 
 log = logging.getLogger("descent")
 PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
-DIED = "interrupted: its worker process died before the variant finished"
+DIED = "interrupted: its worker process died before the variant finished"  # written by the executor that saw it
 
 
 @dataclass(frozen=True)
@@ -43,34 +43,39 @@ class Job:
 
 
 def run_job(job: Job, prepared: Prepared | None = None) -> dict:
-    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception.
-
-    Runs of the same name that an earlier try left RUNNING (its worker died) are ended FAILED first.
-    """
+    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception."""
     from pipelines.train import train
 
+    cli.shutdown_within(job.cfg.tracking.shutdown_timeout)
     cli.check_stop()
     access.note(experiment=job.cfg.experiment)  # named if the tracking server refuses this worker's login
     try:
-        resume_from = job.resume_from
-        for run in tracking.running(job.parent_run_id, job.name):
-            tracking.mark_failed(run.info.run_id, f"{DIED}; it was tried again")
-            resume_from = run.info.run_id
-        prepared = prepared or _PREPARED[0]
         result = train(
             job.cfg,
-            prepared,
+            prepared or (_PREPARED[0] if _PREPARED else None),  # None: train() loads the data itself
             parent_run_id=job.parent_run_id,
             tags=job.tags,
             run_name=job.name,
             chosen=job.chosen,
-            resume_from=resume_from,
+            resume_from=job.resume_from,
         )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
         outcome = {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
         refused = access.refusal(exc)  # said here, where the worker's own login is known
         return outcome | ({"refused": refused} if refused else {})
+
+
+def worker_death(exitcodes: list[int | None]) -> str:
+    """What killed a pool's worker, from its processes' exit codes (the pool itself ends the others with SIGTERM)."""
+    signals = {-c for c in exitcodes if c is not None and c < 0}
+    if len(signals) > 1:
+        signals.discard(signal.SIGTERM)
+    if signals:
+        names = ", ".join(f"signal {s} ({signal.Signals(s).name})" for s in sorted(signals))
+        return f"a worker was killed by {names}" + (": out of memory?" if signal.SIGKILL in signals else "")
+    codes = [c for c in exitcodes if c]
+    return f"a worker exited with code {codes[0]}" if codes else "a worker process died"
 
 
 def worker_count(workers: int | str, jobs: int) -> int:
@@ -85,7 +90,7 @@ def worker_count(workers: int | str, jobs: int) -> int:
 class LocalExecutor:
     """Jobs in this process (one worker) or on a pool of spawned worker processes; outcomes as jobs finish."""
 
-    def __init__(self, workers: int, prepared: Prepared, retries: int = 1) -> None:
+    def __init__(self, workers: int, prepared: Prepared, retries: int) -> None:
         self.workers, self.prepared, self.retries = workers, prepared, retries
         self.queue: list[Job] = []
         self.pending: dict[Future, Job] = {}
@@ -118,31 +123,30 @@ class LocalExecutor:
                 yield from self._recover(broken)
 
     def _recover(self, broken: list[Job]) -> Iterator[dict]:
-        """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it."""
-        cause = self._cause()
+        """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it.
+
+        The pool stops its other workers (SIGTERM: their runs end KILLED). A job whose run the dead worker left
+        RUNNING lost a started try: that run ends FAILED with the cause, and the job is tried again on a new pool
+        at most `retries` times, reusing the try's finished learning-rate trials. Jobs that never started, or
+        whose worker ended its run itself, are always tried again (a few times at most).
+        """
         lost = broken + list(self.pending.values())
         self.pending.clear()
-        self._stop_pool()
+        processes = list(self.pool._processes.values()) if self.pool and self.pool._processes else []
+        self._stop_pool()  # waits for the other workers to end their runs
+        cause = worker_death([p.exitcode for p in processes])
         for job in lost:
-            # Jobs still queued were lost with the pool but never ran: only a started try counts against a job.
-            if tracking.running(job.parent_run_id, job.name):
-                self.tries[job.name] = self.tries.get(job.name, 0) + 1
+            orphans = tracking.running(job.parent_run_id, job.name)  # its worker is gone: nobody else ends them
+            self.tries[job.name] = self.tries.get(job.name, 0) + bool(orphans)
             self.losses[job.name] = self.losses.get(job.name, 0) + 1
-            if self.tries.get(job.name, 0) <= self.retries and self.losses[job.name] <= self.retries + 2:
+            again = self.tries[job.name] <= self.retries and self.losses[job.name] <= self.retries + 2
+            for run in orphans:
+                tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})" + ("; tried again" if again else ""))
+            if again:
                 log.info("%s lost its worker (%s); trying it again on a new one", job.name, cause)
-                self.submit(job)
+                self.submit(replace(job, resume_from=orphans[0].info.run_id if orphans else job.resume_from))
             else:
-                for run in tracking.running(job.parent_run_id, job.name):
-                    tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})")
                 yield {"name": job.name, "state": "failed", "error": f"WorkerDied: {cause}"}
-
-    def _cause(self) -> str:
-        codes = [p.exitcode for p in getattr(self.pool, "_processes", {}).values() if p.exitcode]
-        signals = sorted({-c for c in codes if c < 0})
-        if signals:
-            names = ", ".join(f"signal {s} ({signal.Signals(s).name})" for s in signals)
-            return f"a worker was killed by {names}" + (": out of memory?" if signal.SIGKILL in signals else "")
-        return f"a worker exited with code {codes[0]}" if codes else "a worker process died"
 
     def _start_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -191,8 +195,7 @@ def _start_worker(threads: int, prepared: Prepared) -> None:
     # Two workers on two cores each using both would fight over them; split the cores instead.
     use_cores(threads)
     _PREPARED[:] = [prepared]
-    signal.signal(signal.SIGTERM, cli.terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cli.handle_signals()  # the sweep's own SIGTERM to each worker repeats the process group's: ignored
     cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
     if sys.platform.startswith("linux"):  # and on Linux at once: SIGTERM when the sweep process dies, even by -9
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

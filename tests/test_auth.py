@@ -10,7 +10,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipelines import access, cli, tracking
+from pipelines import access, cli, tracking, workers
 from pipelines import compare as compare_entry
 from pipelines import scheduled as scheduled_entry
 from pipelines import split as split_entry
@@ -257,14 +257,20 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     experiment = study(server, "workers")
     for key, value in server.login(SCHEDULER).items():
         monkeypatch.setenv(key, value)
+    submit, outcomes = workers.LocalExecutor.submit, workers.LocalExecutor.outcomes
 
-    class AsBob(sweep_entry.LocalExecutor):
-        def submit(self, job):
-            # The worker processes sign in as bob (READ only): as if the server stopped letting the sweep write.
-            with server.as_user("bob"):
-                super().submit(job)
+    # The worker processes (started as jobs are submitted) sign in as bob (READ only), as if the server stopped
+    # letting the sweep write; and the sweep reads their outcomes as bob, as the whole variant stage once did.
+    def submit_as_bob(self, job):
+        with server.as_user("bob"):
+            submit(self, job)
 
-    monkeypatch.setattr(sweep_entry, "LocalExecutor", AsBob)
+    def outcomes_as_bob(self):
+        with server.as_user("bob"):
+            yield from outcomes(self)
+
+    monkeypatch.setattr(workers.LocalExecutor, "submit", submit_as_bob)
+    monkeypatch.setattr(workers.LocalExecutor, "outcomes", outcomes_as_bob)
     argv = ["--overrides", f"{TINY} {GRID} sweep.workers=2 experiment=workers"]
     assert cli.main(sweep_entry._entry, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err

@@ -7,8 +7,10 @@ environment, as the README's Team setup and Ray sections say.
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from pipelines.prepare import prepare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
 from pipelines.workers import Job, run_job
-from tests.conftest import ROOT, tiny
+from tests.conftest import ROOT, project_env, tiny
 
 GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16], "measure.gradients": False}
 NAMES = {"adam-full", "adam-bs16", "sgd-full", "sgd-bs16"}
@@ -256,3 +258,29 @@ def test_the_executor_is_how_a_study_runs_not_what_it_is():
     for bad in ("sweep.executor=dask", "ray.cpus_per_variant=0", "ray.max_retries=-1"):
         with pytest.raises(InputError, match="is invalid"):
             load_config(overrides=bad)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_ray_sweep_exits_143_and_ends_every_run_killed(cluster, server, login):
+    # A sweep of its own (a Ray driver that joins the module's cluster), stopped as systemd or Kubernetes would.
+    env = project_env(server.url) | login | {"RAY_ADDRESS": cluster.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "pipelines.sweep", "--data", "iris", "--epochs", "3000"]
+    command += ["--optimizers", "adam", "--batch_sizes", "1,full", "--overrides"]
+    command += ["sweep.executor=ray experiment=ray-sigterm model.hidden=[8] tuning.method=none measure.gradients=false"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(server.url)
+    for _ in range(1200):  # until a variant trains on a Ray worker
+        experiment = client.get_experiment_by_name("ray-sigterm")
+        query = "tags.`descent.kind` = 'variant' and attributes.status = 'RUNNING'"
+        if experiment is not None and client.search_runs([experiment.experiment_id], query):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-2000:]
+    assert "descent: terminated (SIGTERM); any open run was ended KILLED" in err
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs if r.data.tags.get("descent.kind") == "sweep"] == ["KILLED"]
+    variants = [r for r in runs if r.data.tags.get("descent.kind") == "variant"]
+    assert "KILLED" in {r.info.status for r in variants}
+    assert {r.info.status for r in variants} <= {"KILLED", "FINISHED"}  # none left RUNNING, none FAILED

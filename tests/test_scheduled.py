@@ -13,6 +13,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from pipelines import cli, tracking
+from pipelines.owners import Busy
 from pipelines.scheduled import _entry as scheduled_entry
 from pipelines.scheduled import scheduled
 from tests.conftest import ROOT, project_env, tiny, wait_for_runs
@@ -62,13 +63,13 @@ def test_runs_once_skips_when_unchanged_and_keeps_the_better_champion(store, cap
     assert third.data.tags["descent.decision"] == "promoted to champion"
 
 
-@pytest.mark.parametrize(("on_overlap", "timeout"), [("skip", 0), ("wait", 1)])
-def test_an_overlapping_trigger_skips_while_the_lock_is_held(store, caplog, on_overlap, timeout):
+def test_an_overlapping_trigger_skips_or_waits_then_says_try_later(store, caplog):
     caplog.set_level("INFO", logger="descent")
-    cfg = tiny(**GRID, **{"schedule.on_overlap": on_overlap, "schedule.lock_timeout": timeout})
-    with FileLock(tracking.lock_path("experiment-descent")):
-        assert scheduled(cfg) == 0
-    assert "skipped: another descent run of experiment 'descent' holds" in caplog.text
+    with FileLock(tracking.lock_path("experiment-descent")):  # a holder that says nothing about itself
+        assert scheduled(tiny(**GRID, **{"schedule.on_overlap": "skip"})) == 0
+        with pytest.raises(Busy, match=r"another descent run holds .*experiment-descent.lock .*waited 1 s"):
+            scheduled(tiny(**GRID, **{"schedule.on_overlap": "wait", "schedule.lock_timeout": 1}))  # exit 75
+    assert "skipped: experiment 'descent': another descent run holds" in caplog.text
     assert _sweeps(store) == []
 
 
@@ -107,13 +108,16 @@ def test_four_overlapping_triggers_on_a_fresh_sqlite_store(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_ends_every_open_run_killed(store, tmp_path):
+@pytest.mark.parametrize("to", ["the sweep", "its process group"])
+def test_sigterm_ends_every_open_run_killed(store, tmp_path, to):
     command = [sys.executable, "-m", "pipelines.sweep", "--data", "iris", "--epochs", "300"]
     command += ["--optimizers", "adam", "--batch_sizes", "1,full"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=project_env(store), stderr=subprocess.PIPE, text=True)
+    env = project_env(store)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = MlflowClient(store)
     assert wait_for_runs(store, "tags.`descent.kind` = 'variant'", timeout=120), "no variant started"
-    os.kill(proc.pid, signal.SIGTERM)
+    # systemd's stop and Ctrl+C signal the whole group: each worker gets SIGTERM twice (the sweep sends its own)
+    os.killpg(proc.pid, signal.SIGTERM) if to == "its process group" else os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert "descent: terminated (SIGTERM); any open run was ended KILLED" in err
