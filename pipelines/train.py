@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import resource
@@ -178,7 +179,16 @@ def describe_variant(optimizer: str, hyper: dict, regime: BatchRegime, cfg: Conf
 
 def run_tags(cfg: Config, prepared: Prepared) -> dict[str, str]:
     """Tags that let scheduled and resumed runs find their own."""
-    return {**trained_on(prepared), "descent.config_digest": cfg.digest()}
+    return {**trained_on(prepared), "descent.config_digest": study_digest(cfg)}
+
+
+def study_digest(cfg: Config) -> str:
+    """The config's digest, and with model.builder the builder's file: an edited network of the user's (a module
+    or a saved .keras beside the project) is another study, whose resume must not reuse the old network's variants."""
+    source = builder_source(cfg.model.builder) if cfg.model.builder else None
+    if source is None or not source.is_file():
+        return cfg.digest()
+    return hashlib.sha256(cfg.digest().encode() + source.read_bytes()).hexdigest()[:16]
 
 
 def trained_on(prepared: Prepared) -> dict[str, str]:

@@ -14,7 +14,7 @@ from PIL import Image
 from examples.digits_cnn import build as digits_cnn
 from pipelines.prepare import prepare
 from pipelines.sweep import sweep
-from pipelines.train import build_network, train
+from pipelines.train import build_network, study_digest, train
 from tests.conftest import ROOT, tiny
 
 DIGITS_CNN = f"{ROOT / 'examples' / 'digits_cnn.py'}:build"
@@ -229,3 +229,15 @@ def test_a_builder_with_a_custom_layer_serves_from_its_logged_code(store, tmp_pa
     samples = prepare(tiny(**ON_IMAGES)).split.test.features[:3]
     assert len(_served(result["model_uri"]).predict(samples)) == 3
     assert "my_nets>Scale" in keras.saving.get_custom_objects()
+
+
+def test_an_edited_builder_file_is_another_study(tmp_path):
+    # A resume reuses variants of the same study only: the user's network file is part of what the study is.
+    path = tmp_path / "net.py"
+    path.write_text((ROOT / "examples" / "digits_cnn.py").read_text())
+    cfg = tiny(**ON_IMAGES | {"model.builder": f"{path}:build"})
+    before = study_digest(cfg)
+    assert study_digest(cfg) == before != cfg.digest()
+    path.write_text(path.read_text().replace("relu", "tanh"))
+    assert study_digest(cfg) != before
+    assert study_digest(tiny()) == tiny().digest()  # descent's own dense network: its code is the code version
