@@ -6,6 +6,7 @@ per update and a sweep pays tracing once per variant, whatever the number of lea
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable
 
@@ -94,20 +95,39 @@ def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
 
 
 def eval_function(model: keras.Model, task: str) -> Callable:
-    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time (one per model)."""
-    if model in _EVAL:
-        return _EVAL[model]
+    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time.
+
+    The graph takes the weights' values as inputs (Keras' stateless call), so it is traced once per architecture
+    and process: every variant of a sweep evaluates with the first one's.
+    """
+    graph = _eval_graph(model, task)
+
+    def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return graph(
+            [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], x, y
+        )
+
+    return run
+
+
+def _eval_graph(model: keras.Model, task: str) -> Callable:
+    key = (architecture(model), task, str(model.loss))
+    if key in _EVAL:
+        return _EVAL[key]
     loss = keras.losses.get(model.loss)
     spec = [
+        [tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables],
+        [tf.TensorSpec(v.shape, v.dtype) for v in model.non_trainable_variables],
         tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32),
         tf.TensorSpec([None], tf.int32 if task == "classification" else tf.float32),
     ]
 
     @tf.function(autograph=False, input_signature=spec)  # any number of rows: traced once
-    def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def run(weights: list, others: list, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         def add(start: tf.Tensor, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-            row_loss, row_metric = _row_scores(task, loss, yb, model(xb, training=False))
+            predicted, _ = model.stateless_call(weights, others, xb, training=False)
+            row_loss, row_metric = _row_scores(task, loss, yb, predicted)
             return (
                 start + EVAL_CHUNK,
                 loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
@@ -120,11 +140,31 @@ def eval_function(model: keras.Model, task: str) -> Callable:
         )
         return loss_sum, metric_sum
 
-    _EVAL[model] = run
+    while len(_EVAL) >= 8:  # a handful of architectures per process at most; drop the oldest
+        _EVAL.pop(next(iter(_EVAL)))
+    _EVAL[key] = run
     return run
 
 
-_EVAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EVAL: dict[tuple, Callable] = {}
+
+
+def architecture(model: keras.Model) -> str:
+    """The network's config and weight shapes as text: equal for every model a graph of weight values can serve.
+
+    A model Keras cannot describe (a subclass without get_config) is its own architecture.
+    """
+    if model not in _ARCHITECTURES:
+        try:
+            config = json.dumps(model.get_config(), sort_keys=True, default=repr)
+        except (NotImplementedError, TypeError, ValueError):
+            config = f"model-{id(model)}"
+        shapes = [[(tuple(v.shape), str(v.dtype)) for v in vs] for vs in (model.trainable_variables, model.variables)]
+        _ARCHITECTURES[model] = f"{config} {shapes}"
+    return _ARCHITECTURES[model]
+
+
+_ARCHITECTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def memory_device() -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
 from components.errors import InputError
@@ -32,13 +35,19 @@ CHECK_KEYS = ["epoch", "train_seconds", "val_loss", "val_accuracy", "val_mae", "
 CHECK_KEYS += ["train_mae"]
 
 
-def compare(parent: Any) -> dict:
-    """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary."""
+def compare(parent: Any, known: dict[str, dict] | None = None) -> dict:
+    """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary.
+
+    `known`: the results of variants trained by this sweep (train's result by run id): their per-epoch metrics
+    and validation checks are taken from memory instead of being read back from the store (the same values;
+    `descent-compare` reads them all back).
+    """
     params, tags = parent.data.params, parent.data.tags
     if tags.get("descent.kind") != "sweep":
         raise InputError(f"run {parent.info.run_id} is not a descent sweep: pass the run id of a sweep-<data> run")
     task = tags.get("descent.task", "classification")
-    records = [record_of(child) for child in current_variants(tracking.children(parent))]
+    known = known or {}
+    records = [record_of(child, known.get(child.info.run_id)) for child in current_variants(tracking.children(parent))]
     if not records:
         raise InputError(f"sweep {parent.info.run_id} has no variant runs: run the sweep (mlflow run .) first")
     target = params.get("sweep.target", "None")
@@ -82,13 +91,20 @@ def current_variants(runs: list[Any]) -> list[Any]:
     return list(chosen.values())
 
 
-def record_of(run: Any) -> VariantRecord:
-    """A variant's record from its run: params, per-epoch history, final metrics, outcome."""
-    history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
+def record_of(run: Any, result: dict | None = None) -> VariantRecord:
+    """A variant's record from its run: params, per-epoch history, final metrics, outcome.
+
+    `result`: what train returned for this run (its history and checks, as they were logged), when known.
+    """
+    if result is None:
+        history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
+        checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
+        checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
+    else:
+        history = _frame(result["history"], EPOCH_KEYS, "epoch", lambda i, _: i)
+        checks = _frame(result["checks"], CHECK_KEYS, "updates", lambda _, check: int(check["updates"]))
     if "epoch_seconds" in history:
         history["seconds"] = history["epoch_seconds"].cumsum()
-    checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
-    checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
     tags = run.data.tags
     return VariantRecord(
         name=run.info.run_name,
@@ -103,6 +119,16 @@ def record_of(run: Any) -> VariantRecord:
         checks=checks,
         tags=tags,
     )
+
+
+def _frame(records: list[dict], keys: list[str], step: str, at: Callable[[int, dict], int]) -> pd.DataFrame:
+    """Logged records (per epoch, from 1; or per check) as metric_frame would read them back from the store."""
+    points: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
+    for i, record in enumerate(records, start=1):
+        for key in keys:
+            if key in record:
+                points[key].append((at(i, record), tracking.as_stored(record[key])))
+    return tracking.points_frame(points, step)
 
 
 def latest_sweep(experiment: str) -> Any:

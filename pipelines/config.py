@@ -133,6 +133,7 @@ class RayConfig(_Strict):
 class TrackingConfig(_Strict):
     system_metrics: bool
     system_metrics_interval: Annotated[float, Field(gt=0)]
+    log_models: Literal["best", "all"]
 
 
 class ScheduleConfig(_Strict):

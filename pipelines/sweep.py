@@ -22,6 +22,7 @@ from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
 from pipelines.ray_executor import RayExecutor, check_ray
+from pipelines.servable import log_best_model
 from pipelines.train import check_tuning, log_data_record, run_tags
 from pipelines.workers import LocalExecutor, worker_count
 
@@ -55,7 +56,9 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
         interrupted: dict[str, str] = {}
         done = _reuse(previous, parent, interrupted) if previous is not None else {}
         outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
-        result = compare(tracking.get_run(parent.info.run_id))
+        known = {o["result"]["run_id"]: o["result"] for o in outcomes if "result" in o}  # read back only the rest
+        result = compare(tracking.get_run(parent.info.run_id), known)
+        result["model_uri"] = log_best_model(prepared, result["table"])
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
     return result

@@ -8,8 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pipelines.train as train_pipeline
+from components.data import load_dataset
 from components.errors import InputError
-from pipelines import cli
+from pipelines import cli, tracking
 from pipelines.compare import compare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
@@ -99,6 +100,8 @@ def test_rerun_reuses_finished_variants_and_fresh_starts_over(store):
 def test_compare_rebuilds_from_tracked_runs(store):
     result = sweep(tiny(**GRID))
     rebuilt = compare(MlflowClient(store).get_run(result["parent_run_id"]))
+    # the sweep compared from memory what the rebuild reads back from the store: the very same table
+    pd.testing.assert_frame_equal(result["table"], rebuilt["table"])
     table = rebuilt["table"].set_index("variant")
     for outcome in result["outcomes"]:  # what training returned in memory, against what was read back
         trained = outcome["result"]
@@ -106,6 +109,34 @@ def test_compare_rebuilds_from_tracked_runs(store):
         assert table.loc[outcome["name"], "test_accuracy"] == pytest.approx(trained["final"]["test_accuracy"])
         assert table.loc[outcome["name"], "run_id"] == trained["run_id"]
     assert rebuilt["summary"] == result["summary"]
+
+
+def test_only_the_best_variant_gets_a_servable_model_unless_all(store):
+    import mlflow
+
+    result = sweep(tiny(**GRID, **{"sweep.collapse_threshold": None}))
+    client = MlflowClient(store)
+    children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
+    best = result["table"].iloc[0]
+    with_model = {name for name, c in children.items() if "descent.model_uri" in c.data.tags}
+    assert with_model == {best["variant"]}
+    assert children[best["variant"]].data.tags["descent.model_uri"] == result["model_uri"]
+    for child in children.values():  # every variant keeps its trained network, the best one's model is made from it
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "network")] == ["network/network.keras"]
+    rows = load_dataset("iris").features.head(5)
+    predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(rows)["prediction"]
+    network = tracking.load_network(best["run_id"])
+    expected = load_dataset("iris").target.sort_values().unique()[network.predict(_inputs(rows), verbose=0).argmax(1)]
+    assert list(predictions) == list(expected)
+    everything = sweep(tiny(**GRID, **{"tracking.log_models": "all"}), fresh=True)
+    children = _children(store, everything["parent_run_id"])
+    assert all("descent.model_uri" in c.data.tags for c in children)
+
+
+def _inputs(rows):
+    from pipelines.prepare import prepare
+
+    return prepare(tiny()).preprocessor.transform(rows)
 
 
 def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
