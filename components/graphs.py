@@ -51,8 +51,15 @@ def _row_scores(task: str, loss: Callable, y: tf.Tensor, predicted: tf.Tensor) -
     return loss(y, flat), tf.abs(tf.cast(y, flat.dtype) - flat)
 
 
-def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
-    """One compiled call: updates start..stop-1 of an epoch, rows taken in the given order."""
+def steps_function(model: keras.Model, task: str) -> Callable:
+    """One compiled call: updates start..stop-1 of an epoch, rows taken in the given order, `batch_size` rows each.
+
+    Traced once per model and optimizer, whatever the batch size (an argument): a process that trains many
+    variants of one network pays it once per optimizer.
+    """
+    cached = getattr(model.optimizer, "_descent_steps", None)  # an optimizer is built for one model's weights
+    if cached is not None and cached[0] == task:
+        return cached[1]
     loss = keras.losses.get(model.loss)
     optimizer, weights = model.optimizer, model.trainable_variables
 
@@ -60,7 +67,7 @@ def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
     # conversion of every Keras call inside the loop would make it several times slower.
     @tf.function(autograph=False)
     def run_steps(
-        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, start: tf.Tensor, stop: tf.Tensor
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, start: tf.Tensor, stop: tf.Tensor, batch_size: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         def update(step: tf.Tensor, losses: tf.TensorArray, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             rows = order[step * batch_size : (step + 1) * batch_size]
@@ -91,6 +98,8 @@ def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
         )
         return losses.stack(), loss_sum, metric_sum
 
+    # Kept on the optimizer it captures: both live as long as the optimizer is kept, and no longer.
+    optimizer._descent_steps = (task, run_steps)
     return run_steps
 
 

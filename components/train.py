@@ -113,7 +113,7 @@ class Trainer:
         self.callbacks = callbacks or []
         for callback in self.callbacks:
             callback.set_model(model)
-        self.run_steps = steps_function(model, self.task, self.batch_size)
+        self.run_steps = steps_function(model, self.task)
         self.validate = eval_function(model, self.task)
         model.optimizer.build(model.trainable_variables)  # its state exists before training: not training memory
         self.initial = snapshot(model)
@@ -182,7 +182,8 @@ class Trainer:
         """Updates start..stop-1 of an epoch: (their losses, loss sum, metric sum, seconds, peak memory MiB)."""
         base = reset_memory(self.device)
         started = time.perf_counter()
-        losses, loss_sum, metric_sum = self.run_steps(self.x, self.y, order, tf.constant(start), tf.constant(stop))
+        bounds = (tf.constant(start), tf.constant(stop), tf.constant(self.batch_size))
+        losses, loss_sum, metric_sum = self.run_steps(self.x, self.y, order, *bounds)
         losses = losses.numpy()  # waits for the updates to finish
         seconds = time.perf_counter() - started
         return losses, float(loss_sum), float(metric_sum), seconds, peak_memory(self.device, base)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import logging
 import math
@@ -18,9 +17,10 @@ import pandas as pd
 from components.errors import InputError
 from components.measure import GradientProbe
 from components.model import build_model, check_activation
-from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
+from components.networks import compile_with, initial_network
+from components.optimizers import BatchRegime, batch_regime, check_optimizer
 from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
-from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
+from components.train import LOSSES, FitResult, Trainer, evaluate
 from pipelines import cli, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.grouping import group_tags
@@ -179,33 +179,23 @@ def code_version() -> str:
 
 
 def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:
-    """The variant's network, compiled with its optimizer, ready to train one or more learning rates."""
-    t, pre = cfg.training, prepared.preprocessor
-    fresh_session()
-    model = build_model(pre.n_features, pre.n_outputs, prepared.split.task, **cfg.model.model_dump(), seed=t.seed)
-    compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
+    """The variant's network, compiled with its optimizer, ready to train one or more learning rates.
+
+    The network and the optimizer are the process's kept ones when an earlier variant used the same (at their
+    initial weights and state again, components/networks.py): no building, seeding or tracing a second time.
+    """
+    t, pre, task = cfg.training, prepared.preprocessor, prepared.split.task
+    spec = cfg.model.model_dump()
+    builder = Path(spec["builder"] or "")
+    changed = builder.stat().st_mtime_ns if builder.is_file() else None  # a user's network file edited in between
+    key = [spec, changed, pre.n_features, pre.n_outputs, task, t.seed]
+    model = initial_network(key, lambda: build_model(pre.n_features, pre.n_outputs, task, **spec, seed=t.seed))
+    compile_with(model, t.optimizer, hyper, task)
     probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
     if cfg.measure.sharpness_per_epoch:
         settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
-        probes.append(SharpnessProbe(LOSSES[prepared.split.task], *prepared.sample, settings))
+        probes.append(SharpnessProbe(LOSSES[task], *prepared.sample, settings))
     return Trainer(model, prepared.arrays, batch_size, callbacks=probes, seed=t.seed, sample=prepared.sample)
-
-
-def fresh_session() -> None:
-    """A clean Keras state for the next model (a sweep builds many in one process), cheaply.
-
-    Keras' clear_session collects garbage, which walks every object of the process: ~0.3 s with TensorFlow,
-    MLflow and pandas loaded, once per variant. The first call freezes what is alive then (the imported
-    modules and the sweep's data, alive for good), so the later collections walk only the variants' objects.
-    """
-    if not _FROZEN:
-        gc.collect()
-        gc.freeze()
-        _FROZEN.append(True)
-    keras.backend.clear_session()
-
-
-_FROZEN: list[bool] = []
 
 
 def _fit(
