@@ -6,6 +6,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def train(
     tags = {
         **run_tags(cfg, prepared),
         "descent.variant": variant,
+        "descent.process": str(os.getpid()),  # a sweep's worker keeps its log as logs/worker-<this id>.log
         **group_tags(t.optimizer, regime, variant),
         **(tags or {}),
     }
@@ -226,7 +228,7 @@ def _fit(
             fit = trainer.train(trainer.start(choice.learning_rate), t.epochs, on_epoch)
         else:  # the search trained the chosen learning rate for every epoch already
             for epoch, record in enumerate(fit.history, start=1):
-                sink.add(pre.in_target_units(record), step=epoch)
+                on_epoch(epoch, record)
         trainer.use(fit)
         for check in fit.checks:
             shown = {f"by_update/{k}": v for k, v in pre.in_target_units(check).items() if k != "updates"}

@@ -80,7 +80,8 @@ def worker_count(workers: int | str, jobs: int) -> int:
 
 
 class LocalExecutor:
-    """Jobs in this process (one worker) or on a pool of spawned worker processes; outcomes as jobs finish."""
+    """Jobs in this process (one worker), or in this process and a pool of spawned worker processes (one fewer
+    than `workers`: the sweep's own process has imported TensorFlow already); outcomes as jobs finish."""
 
     def __init__(self, workers: int, prepared: Prepared, retries: int = 1) -> None:
         self.workers, self.prepared, self.retries = workers, prepared, retries
@@ -89,6 +90,7 @@ class LocalExecutor:
         self.tries: dict[str, int] = {}  # tries whose worker died while the job's run was open
         self.losses: dict[str, int] = {}  # times the job was lost with a pool, started or not
         self.pool: ProcessPoolExecutor | None = None
+        self.here = False  # whether this process has trained a job
 
     def submit(self, job: Job) -> None:
         if self.workers <= 1:
@@ -103,6 +105,11 @@ class LocalExecutor:
         while self.queue:
             yield run_job(self.queue.pop(0), self.prepared)
         while self.pending:
+            done, _ = wait(list(self.pending), timeout=0, return_when=FIRST_COMPLETED)
+            job = None if done else self._take()
+            if job is not None:  # this process trains the next job no worker has taken yet
+                yield self._here(job)
+                continue
             done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
             broken = []
             for future in done:
@@ -113,6 +120,20 @@ class LocalExecutor:
                     broken.append(job)
             if broken:
                 yield from self._recover(broken)
+
+    def _take(self) -> Job | None:
+        """The first submitted job that no worker process has taken yet, withdrawn from the pool; None if none."""
+        for future, job in list(self.pending.items()):
+            if future.cancel():
+                del self.pending[future]
+                return job
+        return None
+
+    def _here(self, job: Job) -> dict:
+        if not self.here:  # this process's share of the cores, as each worker's
+            use_cores(max(1, (os.cpu_count() or 1) // self.workers))
+            self.here = True
+        return run_job(job, self.prepared)
 
     def _recover(self, broken: list[Job]) -> Iterator[dict]:
         """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it."""
@@ -146,7 +167,7 @@ class LocalExecutor:
         # spawn, not fork: a forked copy of a process that already runs TensorFlow threads can deadlock.
         # The workers get the sweep's own prepared data: they never read the data file again.
         return ProcessPoolExecutor(
-            self.workers,
+            self.workers - 1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=(threads, self.prepared),
