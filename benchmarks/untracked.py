@@ -23,8 +23,8 @@ def main() -> None:
     from components.sweep import expand_sweep
     from components.train import compile_model, evaluate, fit_variant
     from pipelines.config import load_config
+    from pipelines.fitting import gradient_probe
     from pipelines.prepare import prepare
-    from pipelines.train import _gradient_probe
 
     cfg = load_config(values={"training.epochs": args.epochs})
     prepared = prepare(cfg)
@@ -35,7 +35,7 @@ def main() -> None:
         keras.backend.clear_session()
         model = build_model(pre.n_features, pre.n_outputs, "classification", **cfg.model.model_dump(), seed=0)
         compile_model(model, make_optimizer(v.optimizer, cfg.hyperparameters(v.optimizer)), "classification")
-        probe = _gradient_probe(cfg, prepared)
+        probe = gradient_probe(cfg, prepared)
         probe.on_measure = lambda epoch, record: None
         size = batch_regime(v.batch_size, n).batch_size
         fit_variant(model, prepared.arrays, size, args.epochs, callbacks=[probe], seed=0, sample=prepared.sample)

@@ -5,34 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
 from components.errors import InputError
+from components.records import CHECK_KEYS, EPOCH_KEYS, result_frames, with_seconds
 from pipelines import cli, tracking
 
 log = logging.getLogger("descent")
-EPOCH_KEYS = [
-    "loss",
-    "val_loss",
-    "accuracy",
-    "val_accuracy",
-    "mae",
-    "val_mae",
-    "epoch_seconds",
-    "updates",
-    "noise_scale",
-    "noise_scale_se",
-    "noise_scale_unmeasured",
-    "loss_noise",
-]
-# The validation checks (after 2^k updates and every epoch's end), logged with step = updates.
-CHECK_KEYS = ["epoch", "train_seconds", "val_loss", "val_accuracy", "val_mae", "train_loss", "train_accuracy"]
-CHECK_KEYS += ["train_mae"]
 
 
 def compare(parent: Any, known: dict[str, dict] | None = None) -> dict:
@@ -97,14 +78,11 @@ def record_of(run: Any, result: dict | None = None) -> VariantRecord:
     `result`: what train returned for this run (its history and checks, as they were logged), when known.
     """
     if result is None:
-        history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
+        history = with_seconds(tracking.metric_frame(run.info.run_id, EPOCH_KEYS))
         checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
         checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
     else:
-        history = _frame(result["history"], EPOCH_KEYS, "epoch", lambda i, _: i)
-        checks = _frame(result["checks"], CHECK_KEYS, "updates", lambda _, check: int(check["updates"]))
-    if "epoch_seconds" in history:
-        history["seconds"] = history["epoch_seconds"].cumsum()
+        history, checks = result_frames(result["history"], result["checks"])
     tags = run.data.tags
     return VariantRecord(
         name=run.info.run_name,
@@ -119,16 +97,6 @@ def record_of(run: Any, result: dict | None = None) -> VariantRecord:
         checks=checks,
         tags=tags,
     )
-
-
-def _frame(records: list[dict], keys: list[str], step: str, at: Callable[[int, dict], int]) -> pd.DataFrame:
-    """Logged records (per epoch, from 1; or per check) as metric_frame would read them back from the store."""
-    points: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
-    for i, record in enumerate(records, start=1):
-        for key in keys:
-            if key in record:
-                points[key].append((at(i, record), tracking.as_stored(record[key])))
-    return tracking.points_frame(points, step)
 
 
 def latest_sweep(experiment: str) -> Any:

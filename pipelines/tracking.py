@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sqlite3
 import sys
@@ -24,6 +23,7 @@ import yaml
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from components import records
 from components.data import frame_digest
 from components.errors import InputError
 from components.split import Split
@@ -478,21 +478,7 @@ def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFr
     """Metrics of a run as one frame, one row per step (the epoch, or the updates for validation checks)."""
     c = client()
     points = {key: [(m.step, m.value) for m in c.get_metric_history(run_id, key)] for key in keys}
-    return points_frame(points, step)
-
-
-def points_frame(points: dict[str, list[tuple[int, float]]], step: str) -> pd.DataFrame:
-    """(step, value) points per metric as metric_frame reads them back: one column per metric that has any."""
-    columns = {key: pd.Series(dict(values), dtype=float) for key, values in points.items() if values}
-    frame = pd.DataFrame(columns).sort_index()
-    frame.index.name = step
-    return frame.reset_index()
-
-
-def as_stored(value: float) -> float:
-    """A metric value as MLflow's database store keeps it: infinities become the largest finite floats."""
-    value = float(value)
-    return math.copysign(sys.float_info.max, value) if math.isinf(value) else value
+    return records.points_frame(points, step)
 
 
 def mark_failed(run_id: str, reason: str) -> None:

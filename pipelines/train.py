@@ -5,24 +5,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pandas as pd
 
 from components.errors import InputError
-from components.measure import GradientProbe
-from components.model import build_model, check_activation
-from components.networks import compile_with, initial_network
+from components.model import check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer
-from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
-from components.train import LOSSES, FitResult, Trainer, evaluate
-from pipelines import cli, system_metrics, tracking
+from components.train import Trainer
+from pipelines import cli, fitting, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
@@ -69,7 +63,13 @@ def train(
         tracking.later(params=variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
             log_data_record(cfg, prepared)
-        result = _fit(cfg, prepared, hyper, regime, name, active.info.run_id, chosen, resume_from)
+        run_id, units = active.info.run_id, prepared.preprocessor.in_target_units
+
+        def rate(trainer: Trainer) -> Choice:  # the learning-rate trials, if any, nest under this run
+            return choose(cfg, trainer, name, run_id, hyper["learning_rate"], chosen, units, resume_from)
+
+        with tracking.EpochMetrics() as sink:
+            result = fitting.fit(cfg, prepared, hyper, regime, rate, sink)
         choice, network = result.pop("choice"), result.pop("network")
         ending = {
             "descent.lr_chosen_by": choice.by,
@@ -178,125 +178,6 @@ def code_version() -> str:
         return commit
     # Uncommitted edits are code too: a resume must not reuse variants trained by other code.
     return f"{commit}-dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
-
-
-def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:
-    """The variant's network, compiled with its optimizer, ready to train one or more learning rates.
-
-    The network and the optimizer are the process's kept ones when an earlier variant used the same (at their
-    initial weights and state again, components/networks.py): no building, seeding or tracing a second time.
-    """
-    t, pre, task = cfg.training, prepared.preprocessor, prepared.split.task
-    spec = cfg.model.model_dump()
-    builder = Path(spec["builder"] or "")
-    changed = builder.stat().st_mtime_ns if builder.is_file() else None  # a user's network file edited in between
-    key = [spec, changed, pre.n_features, pre.n_outputs, task, t.seed]
-    model = initial_network(key, lambda: build_model(pre.n_features, pre.n_outputs, task, **spec, seed=t.seed))
-    compile_with(model, t.optimizer, hyper, task)
-    probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
-    if cfg.measure.sharpness_per_epoch:
-        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
-        probes.append(SharpnessProbe(LOSSES[task], *prepared.sample, settings))
-    return Trainer(model, prepared.arrays, batch_size, callbacks=probes, seed=t.seed, sample=prepared.sample)
-
-
-def _fit(
-    cfg: Config,
-    prepared: Prepared,
-    hyper: dict,
-    regime: BatchRegime,
-    name: str,
-    run_id: str,
-    chosen: Chosen | None,
-    resume_from: str | None,
-) -> dict:
-    t, pre = cfg.training, prepared.preprocessor
-    trainer = make_trainer(cfg, prepared, hyper, regime.batch_size)
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        shown = pre.in_target_units(metrics)
-        sink.add(shown, step=epoch)
-        if t.verbose:
-            log.info("epoch %d/%d: %s", epoch, t.epochs, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-        cli.check_stop()
-
-    with tracking.EpochMetrics() as sink:
-        configured = hyper["learning_rate"]
-        choice = choose(cfg, trainer, name, run_id, configured, chosen, pre.in_target_units, resume_from)
-        fit = choice.fit
-        if fit is None:
-            fit = trainer.train(trainer.start(choice.learning_rate), t.epochs, on_epoch)
-        else:  # the search trained the chosen learning rate for every epoch already
-            for epoch, record in enumerate(fit.history, start=1):
-                on_epoch(epoch, record)
-        trainer.use(fit)
-        for check in fit.checks:
-            shown = {f"by_update/{k}": v for k, v in pre.in_target_units(check).items() if k != "updates"}
-            sink.add(shown, step=int(check["updates"]))
-    fit.history = [pre.in_target_units(h) for h in fit.history]
-    final = _final(prepared, trainer, fit)
-    if cfg.measure.sharpness and not fit.diverged:  # of the loss as trained (a regression target standardised)
-        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
-        sharpness = measure_sharpness(trainer.model, LOSSES[prepared.split.task], *prepared.sample, settings)
-        final.update({k: v for k, v in sharpness.items() if math.isfinite(v)})
-    final.update(tuning_seconds=choice.seconds, tuning_trials=float(choice.trials))
-    return {
-        "final": final,
-        "diverged": fit.diverged,
-        "history": fit.history,
-        "checks": [pre.in_target_units(check) for check in fit.checks],
-        "network": trainer.model,
-        "choice": choice,
-    }
-
-
-def _final(prepared: Prepared, trainer: Trainer, fit: FitResult) -> dict[str, float]:
-    """The variant's final metrics: test scores, times, throughput, memory, the final training-sample scores."""
-    pre, test, model = prepared.preprocessor, prepared.split.test, trainer.model
-    scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
-    final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
-    # Throughput from the second epoch on: the first pays for the kernels' first use.
-    steady = fit.history[1:] or fit.history
-    steady_seconds = max(sum(h["epoch_train_seconds"] for h in steady), 1e-9)
-    steady_updates = fit.updates - (fit.history[0]["updates"] if len(fit.history) > 1 else 0)
-    final.update(
-        train_seconds=fit.train_seconds,
-        compile_seconds=fit.compile_seconds,
-        total_updates=float(fit.updates),
-        samples_per_second=trainer.n * len(steady) / steady_seconds,
-        updates_per_second=steady_updates / steady_seconds,
-        process_peak_memory_mb=peak_memory_mb(),
-        **prepared.baseline,
-    )
-    if fit.checks:
-        last = pre.in_target_units(fit.checks[-1])
-        final.update({f"final_{k}": v for k, v in last.items() if k.startswith("train_") and k != "train_seconds"})
-    if math.isfinite(fit.peak_memory_mb):
-        final["train_peak_memory_mb"] = fit.peak_memory_mb
-    return {k: v for k, v in final.items() if math.isfinite(v)}
-
-
-def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
-    m = cfg.measure
-    x, y = prepared.sample
-    return GradientProbe(
-        keras.losses.get(LOSSES[prepared.split.task]),
-        x,
-        y,
-        method=m.noise_method,
-        small=m.noise_small_batch,
-        draws=m.noise_draws,
-        memory_mb=m.noise_memory_mb,
-        population=len(prepared.arrays.y_train),
-        epochs=cfg.training.epochs,
-        seed=cfg.training.seed,
-    )
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def example_rows(prepared: Prepared) -> pd.DataFrame:

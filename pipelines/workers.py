@@ -12,12 +12,15 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipelines import cli, tracking
@@ -91,6 +94,7 @@ class LocalExecutor:
         self.losses: dict[str, int] = {}  # times the job was lost with a pool, started or not
         self.pool: ProcessPoolExecutor | None = None
         self.here = False  # whether this process has trained a job
+        self.handoff: str | None = None  # the file the worker processes read `prepared` from
 
     def submit(self, job: Job) -> None:
         if self.workers <= 1:
@@ -164,13 +168,18 @@ class LocalExecutor:
 
     def _start_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
+        # The workers get the sweep's own prepared data (they never read the data file again) from a file: sent down
+        # the pipe that starts a worker, it would hold the sweep up until the worker had imported TensorFlow.
+        if self.handoff is None:
+            with tempfile.NamedTemporaryFile(prefix="descent-prepared-", suffix=".pickle", delete=False) as file:
+                pickle.dump(self.prepared, file, protocol=pickle.HIGHEST_PROTOCOL)
+            self.handoff = file.name
         # spawn, not fork: a forked copy of a process that already runs TensorFlow threads can deadlock.
-        # The workers get the sweep's own prepared data: they never read the data file again.
         return ProcessPoolExecutor(
             self.workers - 1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(threads, self.prepared),
+            initargs=(threads, self.handoff, os.getpid()),
         )
 
     def _stop_pool(self, terminate: bool = False) -> None:
@@ -188,6 +197,8 @@ class LocalExecutor:
 
     def __exit__(self, kind: type | None, *_: Any) -> None:
         self._stop_pool(terminate=kind is not None)
+        if self.handoff is not None:
+            Path(self.handoff).unlink(missing_ok=True)
 
 
 def use_cores(threads: int) -> None:
@@ -204,14 +215,18 @@ def use_cores(threads: int) -> None:
 _PREPARED: list[Prepared] = []
 
 
-def _start_worker(threads: int, prepared: Prepared) -> None:
-    """Set up a worker: its share of the cores, SIGTERM ending the open run, stop when the sweep dies."""
+def _start_worker(threads: int, prepared: str, sweep: int) -> None:
+    """Set up a worker: its share of the cores, the sweep's data (from the file `prepared`), SIGTERM ending the open
+    run, stop when the sweep (process id `sweep`) dies, also while this worker was starting."""
     # Two workers on two cores each using both would fight over them; split the cores instead.
     use_cores(threads)
-    _PREPARED[:] = [prepared]
+    with open(prepared, "rb") as file:
+        _PREPARED[:] = [pickle.load(file)]
     signal.signal(signal.SIGTERM, cli.terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
+    cli.stop_with_parent(sweep)  # checked at every epoch's end, on every system
     if sys.platform.startswith("linux"):  # and on Linux at once: SIGTERM when the sweep process dies, even by -9
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != sweep:  # it died while this worker imported TensorFlow: take none of its jobs
+        os._exit(0)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -3,8 +3,8 @@
 import numpy as np
 
 from components import networks
+from pipelines.fitting import make_trainer
 from pipelines.prepare import prepare
-from pipelines.train import make_trainer
 from tests.conftest import tiny
 
 

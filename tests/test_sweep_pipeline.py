@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 import pipelines.train as train_pipeline
 from components.data import load_dataset
 from components.errors import InputError
-from pipelines import cli, tracking
+from pipelines import cli, fitting, tracking
 from pipelines.compare import compare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
@@ -62,14 +62,14 @@ def test_sweep_nests_every_variant_and_compares_them(store):
 
 
 def test_diverged_and_failed_variants_do_not_stop_the_sweep(store, monkeypatch):
-    real_trainer = train_pipeline.make_trainer
+    real_trainer = fitting.make_trainer
 
     def trainer_or_break(cfg, prepared, hyper, batch_size):
         if cfg.training.optimizer == "adam" and batch_size == 16:
             raise RuntimeError("simulated out-of-memory")
         return real_trainer(cfg, prepared, hyper, batch_size)
 
-    monkeypatch.setattr(train_pipeline, "make_trainer", trainer_or_break)
+    monkeypatch.setattr(fitting, "make_trainer", trainer_or_break)
     cfg = tiny(**GRID, **{"optimizers.sgd.learning_rate": 1e9, "training.epochs": 5})
     result = sweep(cfg)
     children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
@@ -143,7 +143,7 @@ def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("no luck")
 
-    monkeypatch.setattr(train_pipeline, "make_trainer", broken)
+    monkeypatch.setattr(fitting, "make_trainer", broken)
     argv = ["--data", "iris", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full,16"]
     argv += ["--overrides", "sweep.workers=1"]  # in-process, where the broken fit is patched in
     assert cli.main(sweep_entry, argv) == 1
