@@ -46,6 +46,7 @@ class SplitConfig(_Strict):
     validation: Fraction
     test: Fraction
     seed: Annotated[int, Field(ge=0)]
+    preprocess_rows: Annotated[int, Field(gt=0)] | None
 
 
 class ModelConfig(_Strict):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from components.data import Dataset, frame_digest, load_dataset
+from components.files import release_unused
 from components.preprocess import Preprocessor, fit_preprocessor
 from components.split import Split, split_dataset
 from components.train import Arrays
@@ -29,7 +30,7 @@ class Prepared:
     def split_digest(self) -> str:
         """A digest of the training rows (features and target): computed once, shared by every variant."""
         train = self.split.train
-        return frame_digest(train.features.assign(__target__=train.target.to_numpy()))
+        return frame_digest(train.features, train.target)
 
     @cached_property
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +58,12 @@ def prepare(cfg: Config) -> Prepared:
     d = cfg.data
     ds = load_dataset(d.source, d.target, d.task, encoding=d.encoding, separator=d.separator)
     split = split_dataset(ds, cfg.split.validation, cfg.split.test, cfg.split.seed)
-    pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
+    # The split holds the rows now; the loaded table (its name, source and digest stay) would be a second copy.
+    ds = replace(ds, features=ds.features.iloc[:0].copy(), target=ds.target.iloc[:0].copy())  # no views of it
+    release_unused()
+    train = split.train
+    fit_rows, seed = cfg.split.preprocess_rows, cfg.split.seed
+    pre = fit_preprocessor(train.features, split.task, split.classes, train.target, fit_rows, seed)
     arrays = Arrays(
         pre.transform(split.train.features),
         pre.encode_target(split.train.target),
