@@ -256,14 +256,15 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     experiment = study(server, "workers")
     for key, value in server.login(SCHEDULER).items():
         monkeypatch.setenv(key, value)
-    real = sweep_entry.run_local
+    real = sweep_entry._run_variants
 
-    def as_bob(jobs, workers, prepared):
-        # The worker processes sign in as bob (READ only): as if the server stopped letting the sweep write.
+    def as_bob(*args, **kwargs):
+        # The workers (the sweep's own process among them) sign in as bob (READ only): as if the server stopped
+        # letting the sweep write once its run was made.
         with server.as_user("bob"):
-            yield from real(jobs, workers, prepared)
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_entry, "run_local", as_bob)
+    monkeypatch.setattr(sweep_entry, "_run_variants", as_bob)
     argv = ["--overrides", f"{TINY} {GRID} sweep.workers=2 experiment=workers"]
     assert cli.main(sweep_entry._entry, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
