@@ -43,3 +43,11 @@ def grid_arguments(description: str) -> Any:
     p.add_argument("--optimizers", default=",".join(GRID["optimizers"]))
     p.add_argument("--batch_sizes", default=",".join(map(str, GRID["batch_sizes"])))
     return p.parse_args()
+
+
+if __name__ == "__main__":  # python -m benchmarks.common --import: what every sweep's process starts with
+    import sys
+
+    if "--import" in sys.argv:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401

@@ -36,7 +36,7 @@ def run_sweep(path: Path, epochs: int, store: str) -> dict:
     """One 2-variant sweep in a fresh process: its peak RSS (from the kernel) and wall seconds."""
     command = [sys.executable, "-m", "pipelines.sweep", "--data", str(path), "--target", "y", "--fresh"]
     command += ["--epochs", str(epochs), "--optimizers", "adam", "--batch_sizes", "256,4096"]
-    command += ["--overrides", "sweep.workers=1"]
+    command += ["--overrides", "sweep.workers=1 tuning.method=none"]  # memory, not the learning-rate search
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": store}
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=path.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -55,7 +55,9 @@ def epoch_seconds(store: str) -> dict:
     experiment = client.get_experiment_by_name("descent").experiment_id
     newest = client.search_runs([experiment], "tags.`descent.kind` = 'sweep'", max_results=1)[0].info.run_id
     out = {}
-    for run in client.search_runs([experiment], f"tags.`descent.sweep_id` = '{newest}'"):
+    for run in client.search_runs(
+        [experiment], f"tags.`descent.sweep_id` = '{newest}' and tags.`descent.kind` = 'variant'"
+    ):
         history = client.get_metric_history(run.info.run_id, "epoch_train_seconds")
         steady = [m.value for m in sorted(history, key=lambda m: m.step)][1:] or [history[0].value]
         out[run.info.run_name] = statistics.median(steady)

@@ -2,7 +2,8 @@
 
 The limit is a hand-written loop compiled once per epoch (one `tf.function` running every update of
 the epoch), with no metrics and no tracking; descent's is `components.train.fit_variant`. Both train
-the default digits network with Adam, in this one process, alternating; prints one JSON line.
+the default digits network with Adam, in this one process, alternating, on `--threads` threads; and the
+bare loop's seconds per epoch at every batch size of the default grid (the compute floor). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow's threads: 1 = a worker's share of two cores")
     args = p.parse_args()
+    from pipelines.workers import use_cores
+
+    use_cores(args.threads)
     import keras
 
     from benchmarks.common import prepared_digits
@@ -93,6 +98,16 @@ def main() -> None:
         out[f"descent_steps_per_second_bs{batch_size}"] = statistics.median(ours)
         out[f"limit_compile_seconds_bs{batch_size}"] = statistics.median(compile_limit)
         out[f"descent_compile_seconds_bs{batch_size}"] = statistics.median(compile_ours)
+    # The bare loop's seconds per epoch at every batch size of the default grid: the compute floor of a sweep.
+    out["limit_epoch_seconds"] = {}
+    for size in (1, 32, 256, n):
+        epochs = []
+        for _ in range(args.rounds):
+            times = limit_loop(network(), make_optimizer("adam", hyper["adam"]), arrays.x_train, arrays.y_train, size,
+                               args.epochs)  # fmt: skip
+            epochs.append(statistics.median(times[1:]))
+        out["limit_epoch_seconds"]["full" if size == n else str(size)] = statistics.median(epochs)
+    out["threads"] = args.threads
     print(json.dumps(out))
 
 

@@ -1,7 +1,7 @@
 """The gradient probe on digits: what it adds to a variant's time, and how well repeated noise scales agree.
 
 Cost: the default network (64-128-64-10, Adam) trained for `--epochs` epochs by descent's own loop with and
-without the probe descent attaches (`pipelines.train._gradient_probe`), alternating, `--rounds` times; the
+without the probe descent attaches (`pipelines.fitting.gradient_probe`), alternating, `--rounds` times; the
 difference of the fastest runs is the probe's cost per variant (its one-time tracing included). Agreement: after
 the `--at` epochs of batch-32 training, the noise scale measured exactly and `--repeats` times by two_batch, each
 with its own random batches. TensorFlow gets `--threads` threads (1 = a worker's share of two cores). Prints one
@@ -36,8 +36,8 @@ def main() -> None:
     from components.optimizers import batch_regime, make_optimizer
     from components.train import compile_model, fit_variant
     from pipelines.config import load_config
+    from pipelines.fitting import gradient_probe
     from pipelines.prepare import prepare
-    from pipelines.train import _gradient_probe
 
     cfg = load_config(overrides=args.overrides, values={"training.epochs": args.epochs})
     prepared = prepare(cfg)
@@ -54,7 +54,7 @@ def main() -> None:
         seconds: dict[str, list[float]] = {"without probe": [], "with probe": []}
         for _ in range(args.rounds):
             for key in seconds:
-                probes = [_gradient_probe(cfg, prepared)] if key == "with probe" else []
+                probes = [gradient_probe(cfg, prepared)] if key == "with probe" else []
                 network = model()
                 started = time.perf_counter()
                 fit_variant(network, prepared.arrays, batch, args.epochs, callbacks=probes, seed=0)
@@ -66,7 +66,7 @@ def main() -> None:
             "probe s per variant": round(added, 3),
             "probe ms per epoch": round(1000 * added / args.epochs, 2),
         }
-    probe = _gradient_probe(cfg, prepared)
+    probe = gradient_probe(cfg, prepared)
     if hasattr(probe, "measure_noise"):  # checkouts before the exact method measure cost only
         report["agreement"] = _agreement(args, cfg, prepared, model(), probe)
     print(json.dumps(report))

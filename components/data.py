@@ -37,11 +37,14 @@ class Dataset:
         return str(self.target.name)
 
 
-def frame_digest(frame: pd.DataFrame) -> str:
-    """A short content hash of a frame: same values and columns, same digest."""
+def frame_digest(frame: pd.DataFrame, target: pd.Series | None = None) -> str:
+    """A short content hash of a frame (and a `target` beside its rows): same values and columns, same digest."""
     rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     h = hashlib.sha256(rows.tobytes())
     h.update("\x1f".join(map(str, frame.columns)).encode())
+    if target is not None:  # as good as a column of the frame, without copying the frame to add one
+        h.update(pd.util.hash_pandas_object(target, index=False).to_numpy().tobytes())
+        h.update(f"\x1e{target.name}".encode())
     return h.hexdigest()[:16]
 
 
@@ -71,19 +74,20 @@ def load_dataset(
             f"columns are {', '.join(map(str, frame.columns))}"
         )
     _check_frame(frame, target, source, reading.get("separator"))
-    y = frame[target]
-    features = frame.drop(columns=[target])
+    digest = frame_digest(frame)
+    y = frame.pop(target)  # the rest are the features: no copy of a large table
+    features = frame
     resolved = detect_task(y) if task == "auto" else task
     if resolved not in TASKS:
         raise InputError(f"unknown task {task!r}: use auto, classification or regression")
     _check_target(y, resolved, target)
-    for column in features.columns[features.isna().all().to_numpy()]:
+    for column in [c for c in features.columns if features[c].isna().all()]:
         warnings.warn(
             f"feature column {column!r} of {source} is entirely missing: it is left out; fill it or drop it",
             InputWarning,
             stacklevel=2,
         )
-    return Dataset(features, y, resolved, name, origin, frame_digest(frame), reading)
+    return Dataset(features, y, resolved, name, origin, digest, reading)
 
 
 def detect_task(y: pd.Series) -> str:
@@ -140,8 +144,8 @@ def _check_frame(frame: pd.DataFrame, target: str, source: str, separator: str |
         raise InputError(f"no data rows in {source}: the file has a header but no rows")
     if frame.shape[1] < 2:
         raise InputError(f"no feature columns in {source}: it has only the target column {target!r}")
-    features = frame.drop(columns=[target])
-    if len(frame) > 1 and (features.nunique(dropna=False) <= 1).all():
+    constant = (frame[c].nunique(dropna=False) <= 1 for c in frame.columns if c != target)  # stops at the first not
+    if len(frame) > 1 and all(constant):
         raise InputError(f"every feature column of {source} is constant: nothing to learn from; check the file")
 
 

@@ -209,10 +209,22 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:
     if not any(p.name.lower().endswith(PARQUET_FORMATS) for p in parts):
         raise InputError(f"data path is a folder with no .parquet files: {path}: give a {FORMATS_HINT}")
     try:
-        table = pq.read_table(path)
+        # pre_buffer=False: read each column chunk as it is decoded, not the whole file first (a local file needs
+        # no read-ahead; a million-row table then peaks at ~1.8x its size instead of ~2.8x).
+        table = pq.read_table(path, pre_buffer=False)
     except (OSError, ValueError):
         what = "a file in the folder" if path.is_dir() else "the file"
         what += " is corrupt or not Parquet"
         raise InputError(f"cannot read {path} as parquet: {what}: export it again") from None
     frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    release_unused()
     return frame, {"format": "parquet"} | ({"parts": str(len(parts))} if path.is_dir() else {})
+
+
+def release_unused() -> None:
+    """Give the memory Arrow's allocator keeps after a free back to the system (a Parquet table's columns live in
+    it, also as a pandas frame: freeing the frame leaves it with Arrow, and the process as large as before)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()

@@ -6,6 +6,7 @@ per update and a sweep pays tracing once per variant, whatever the number of lea
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable
 
@@ -50,8 +51,15 @@ def _row_scores(task: str, loss: Callable, y: tf.Tensor, predicted: tf.Tensor) -
     return loss(y, flat), tf.abs(tf.cast(y, flat.dtype) - flat)
 
 
-def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
-    """One compiled call: updates start..stop-1 of an epoch, rows taken in the given order."""
+def steps_function(model: keras.Model, task: str) -> Callable:
+    """One compiled call: updates start..stop-1 of an epoch, rows taken in the given order, `batch_size` rows each.
+
+    Traced once per model and optimizer, whatever the batch size (an argument): a process that trains many
+    variants of one network pays it once per optimizer.
+    """
+    cached = getattr(model.optimizer, "_descent_steps", None)  # an optimizer is built for one model's weights
+    if cached is not None and cached[0] == task:
+        return cached[1]
     loss = keras.losses.get(model.loss)
     optimizer, weights = model.optimizer, model.trainable_variables
 
@@ -59,7 +67,7 @@ def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
     # conversion of every Keras call inside the loop would make it several times slower.
     @tf.function(autograph=False)
     def run_steps(
-        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, start: tf.Tensor, stop: tf.Tensor
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, start: tf.Tensor, stop: tf.Tensor, batch_size: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         def update(step: tf.Tensor, losses: tf.TensorArray, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             rows = order[step * batch_size : (step + 1) * batch_size]
@@ -90,24 +98,45 @@ def steps_function(model: keras.Model, task: str, batch_size: int) -> Callable:
         )
         return losses.stack(), loss_sum, metric_sum
 
+    # Kept on the optimizer it captures: both live as long as the optimizer is kept, and no longer.
+    optimizer._descent_steps = (task, run_steps)
     return run_steps
 
 
 def eval_function(model: keras.Model, task: str) -> Callable:
-    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time (one per model)."""
-    if model in _EVAL:
-        return _EVAL[model]
+    """One compiled call: summed loss and metric over all rows, EVAL_CHUNK rows at a time.
+
+    The graph takes the weights' values as inputs (Keras' stateless call), so it is traced once per architecture
+    and process: every variant of a sweep evaluates with the first one's.
+    """
+    graph = _eval_graph(model, task)
+
+    def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return graph(
+            [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], x, y
+        )
+
+    return run
+
+
+def _eval_graph(model: keras.Model, task: str) -> Callable:
+    key = (architecture(model), task, str(model.loss))
+    if key in _EVAL:
+        return _EVAL[key]
     loss = keras.losses.get(model.loss)
     spec = [
+        [tf.TensorSpec(v.shape, v.dtype) for v in model.trainable_variables],
+        [tf.TensorSpec(v.shape, v.dtype) for v in model.non_trainable_variables],
         tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32),
         tf.TensorSpec([None], tf.int32 if task == "classification" else tf.float32),
     ]
 
     @tf.function(autograph=False, input_signature=spec)  # any number of rows: traced once
-    def run(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def run(weights: list, others: list, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         def add(start: tf.Tensor, loss_sum: tf.Tensor, metric_sum: tf.Tensor) -> tuple:
             xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-            row_loss, row_metric = _row_scores(task, loss, yb, model(xb, training=False))
+            predicted, _ = model.stateless_call(weights, others, xb, training=False)
+            row_loss, row_metric = _row_scores(task, loss, yb, predicted)
             return (
                 start + EVAL_CHUNK,
                 loss_sum + tf.cast(tf.reduce_sum(row_loss), tf.float32),
@@ -120,11 +149,31 @@ def eval_function(model: keras.Model, task: str) -> Callable:
         )
         return loss_sum, metric_sum
 
-    _EVAL[model] = run
+    while len(_EVAL) >= 8:  # a handful of architectures per process at most; drop the oldest
+        _EVAL.pop(next(iter(_EVAL)))
+    _EVAL[key] = run
     return run
 
 
-_EVAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EVAL: dict[tuple, Callable] = {}
+
+
+def architecture(model: keras.Model) -> str:
+    """The network's config and weight shapes as text: equal for every model a graph of weight values can serve.
+
+    A model Keras cannot describe (a subclass without get_config) is its own architecture.
+    """
+    if model not in _ARCHITECTURES:
+        try:
+            config = json.dumps(model.get_config(), sort_keys=True, default=repr)
+        except (NotImplementedError, TypeError, ValueError):
+            config = f"model-{id(model)}"
+        shapes = [[(tuple(v.shape), str(v.dtype)) for v in vs] for vs in (model.trainable_variables, model.variables)]
+        _ARCHITECTURES[model] = f"{config} {shapes}"
+    return _ARCHITECTURES[model]
+
+
+_ARCHITECTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def memory_device() -> str:

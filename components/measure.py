@@ -77,8 +77,10 @@ _GRAPHS: dict[str, _Compiled] = {}  # by architecture, loss and probe shapes; th
 def _graphs(model: keras.Model, loss: Callable, x: tf.Tensor, y: tf.Tensor) -> _Compiled:
     """The compiled graphs for `model`: shared with every earlier model of the very same configuration."""
     try:
-        parts = [model.to_json(), keras.losses.serialize(loss), [(str(t.dtype), list(t.shape[1:])) for t in (x, y)]]
-        key = json.dumps(parts, default=str)
+        # The architecture alone (get_config, not to_json, which holds the optimizer and its learning rate):
+        # every variant of a sweep shares the graphs, whatever its optimizer.
+        parts = [model.get_config(), keras.losses.serialize(loss), [(str(t.dtype), list(t.shape[1:])) for t in (x, y)]]
+        key = json.dumps(parts, default=str, sort_keys=True)
     except (TypeError, ValueError, NotImplementedError):  # a model or loss Keras cannot describe: not shared
         return _Compiled(model, loss, x, y)
     if key not in _GRAPHS:

@@ -14,7 +14,6 @@ from components.errors import InputError
 SPLITS = ("train", "validation", "test")
 # Regression targets are stratified on this many quantile bins so each split spans the range.
 REGRESSION_BINS = 10
-_TARGET = "__descent_target__"  # the target's column while features and target are shuffled together
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Part:
 
     def digest(self) -> str:
         """A short content hash of the rows (features and target): same rows, same digest."""
-        return frame_digest(self.features.assign(__target__=self.target.to_numpy()))
+        return frame_digest(self.features, self.target)  # the target beside the rows: no copy of a large table
 
 
 @dataclass(frozen=True)
@@ -66,23 +65,28 @@ class Split:
 
 
 def split_dataset(ds: Dataset, validation: float, test: float, seed: int) -> Split:
-    """Shuffle with `seed`, drop exact duplicates, then split stratified by class (or target range)."""
+    """Shuffle with `seed`, drop exact duplicates, then split stratified by class (or target range).
+
+    The rows are chosen by position and copied once, into the three parts: a table of a million rows is
+    not copied whole to be shuffled, filtered and split in turn.
+    """
     _check_fractions(validation, test)
-    frame = ds.features.copy()
-    frame[_TARGET] = ds.target.to_numpy()
-    rows_in = len(frame)
-    frame = frame[frame[_TARGET].notna()]
-    missing = rows_in - len(frame)
-    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    hashes = pd.util.hash_pandas_object(frame, index=False)
-    keep = ~hashes.duplicated()
-    frame = frame[keep].reset_index(drop=True)
+    target = ds.target.to_numpy()
+    rows_in = len(target)
+    labelled = np.flatnonzero(pd.notna(target))
+    # The shuffle DataFrame.sample(frac=1, random_state=seed) makes of the labelled rows, as positions.
+    rows = labelled[pd.Series(np.arange(len(labelled))).sample(frac=1.0, random_state=seed).to_numpy()]
+    features = pd.util.hash_pandas_object(ds.features, index=False).to_numpy()  # one hash per row
+    labels = pd.util.hash_pandas_object(pd.Series(target), index=False).to_numpy()
+    keep = ~pd.DataFrame({"features": features[rows], "label": labels[rows]}).duplicated().to_numpy()
+    duplicates, rows = int((~keep).sum()), rows[keep]
+    y = pd.Series(target[rows])
     # Equal features with different labels: kept (both are data), reported, and counted as a leak if split apart.
-    features = pd.util.hash_pandas_object(frame.drop(columns=[_TARGET]), index=False)
+    features = pd.Series(features[rows])
     conflicting = int(features.duplicated(keep=False).sum())
 
-    strata = _strata(frame[_TARGET], ds.task)
-    n = len(frame)
+    strata = _strata(y, ds.task)
+    n = len(rows)
     n_test, n_val = round(n * test), round(n * validation)
     if n - n_test - n_val < 1:
         raise InputError(
@@ -95,15 +99,15 @@ def split_dataset(ds: Dataset, validation: float, test: float, seed: int) -> Spl
     train_idx, val_idx = _cut(rest, n_val, strata[rest] if strata is not None else None, seed)
     index = {"train": train_idx, "validation": val_idx, "test": test_idx}
 
-    parts = {k: _part(frame, v, ds.target_name) for k, v in index.items()}
-    classes = sorted(frame[_TARGET].unique().tolist()) if ds.task == "classification" else []
-    shares, deviation = _class_shares(frame[_TARGET], index, ds.task)
+    parts = {k: _part(ds.features, rows[v], y.iloc[v], ds.target_name) for k, v in index.items()}
+    classes = sorted(y.unique().tolist()) if ds.task == "classification" else []
+    shares, deviation = _class_shares(y, index, ds.task)
     seen = [set(features.iloc[v]) for v in index.values()]
     overlap = len((seen[0] & seen[1]) | (seen[0] & seen[2]) | (seen[1] & seen[2]))  # feature vectors, any label
     report = SplitReport(
         rows_in=rows_in,
-        missing_target_dropped=missing,
-        duplicates_dropped=int((~keep).sum()),
+        missing_target_dropped=rows_in - len(labelled),
+        duplicates_dropped=duplicates,
         conflicting_rows=conflicting,
         rows={k: len(v) for k, v in index.items()},
         class_shares=shares,
@@ -160,11 +164,8 @@ def _cut(idx: np.ndarray, size: int, strata: np.ndarray | None, seed: int) -> tu
     return np.sort(rest), np.sort(held)
 
 
-def _part(frame: pd.DataFrame, idx: np.ndarray, target_name: str) -> Part:
-    rows = frame.iloc[idx]
-    return Part(
-        rows.drop(columns=[_TARGET]).reset_index(drop=True), rows[_TARGET].rename(target_name).reset_index(drop=True)
-    )
+def _part(features: pd.DataFrame, rows: np.ndarray, target: pd.Series, target_name: str) -> Part:
+    return Part(features.iloc[rows].reset_index(drop=True), target.rename(target_name).reset_index(drop=True))
 
 
 def _class_shares(y: pd.Series, index: dict[str, np.ndarray], task: str) -> tuple[dict, float]:

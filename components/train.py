@@ -104,7 +104,7 @@ class Trainer:
         sample: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.model, self.task, self.seed = model, _task(model), seed
-        self.x, self.y = tf.convert_to_tensor(data.x_train), tf.convert_to_tensor(data.y_train)
+        self.x, self.y = as_tensor(data.x_train), as_tensor(data.y_train)
         self.n = len(data.y_train)
         self.batch_size = max(1, min(batch_size, self.n))
         self.steps = math.ceil(self.n / self.batch_size)
@@ -113,7 +113,7 @@ class Trainer:
         self.callbacks = callbacks or []
         for callback in self.callbacks:
             callback.set_model(model)
-        self.run_steps = steps_function(model, self.task, self.batch_size)
+        self.run_steps = steps_function(model, self.task)
         self.validate = eval_function(model, self.task)
         model.optimizer.build(model.trainable_variables)  # its state exists before training: not training memory
         self.initial = snapshot(model)
@@ -182,7 +182,8 @@ class Trainer:
         """Updates start..stop-1 of an epoch: (their losses, loss sum, metric sum, seconds, peak memory MiB)."""
         base = reset_memory(self.device)
         started = time.perf_counter()
-        losses, loss_sum, metric_sum = self.run_steps(self.x, self.y, order, tf.constant(start), tf.constant(stop))
+        bounds = (tf.constant(start), tf.constant(stop), tf.constant(self.batch_size))
+        losses, loss_sum, metric_sum = self.run_steps(self.x, self.y, order, *bounds)
         losses = losses.numpy()  # waits for the updates to finish
         seconds = time.perf_counter() - started
         return losses, float(loss_sum), float(metric_sum), seconds, peak_memory(self.device, base)
@@ -263,8 +264,17 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, floa
     return _metric_names(task, evaluate_sums(eval_function(model, task), x, y))
 
 
+def as_tensor(array: np.ndarray) -> tf.Tensor:
+    """`array` as a tensor: the same memory when it is C-ordered and 64-byte aligned (components.preprocess makes
+    the feature matrices so), through DLPack; else a copy. tf.convert_to_tensor copies, so a million-row
+    training matrix would be held twice (three times while copying)."""
+    if isinstance(array, np.ndarray) and array.size and array.flags.c_contiguous and array.ctypes.data % 64 == 0:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
+
+
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor] | None:
-    return (tf.convert_to_tensor(x), tf.convert_to_tensor(y)) if len(y) else None
+    return (as_tensor(x), as_tensor(y)) if len(y) else None
 
 
 def _task(model: keras.Model) -> str:

@@ -10,35 +10,25 @@ from typing import Any
 
 from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
 from components.errors import InputError
+from components.records import CHECK_KEYS, EPOCH_KEYS, result_frames, with_seconds
 from pipelines import cli, tracking
 
 log = logging.getLogger("descent")
-EPOCH_KEYS = [
-    "loss",
-    "val_loss",
-    "accuracy",
-    "val_accuracy",
-    "mae",
-    "val_mae",
-    "epoch_seconds",
-    "updates",
-    "noise_scale",
-    "noise_scale_se",
-    "noise_scale_unmeasured",
-    "loss_noise",
-]
-# The validation checks (after 2^k updates and every epoch's end), logged with step = updates.
-CHECK_KEYS = ["epoch", "train_seconds", "val_loss", "val_accuracy", "val_mae", "train_loss", "train_accuracy"]
-CHECK_KEYS += ["train_mae"]
 
 
-def compare(parent: Any) -> dict:
-    """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary."""
+def compare(parent: Any, known: dict[str, dict] | None = None) -> dict:
+    """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary.
+
+    `known`: the results of variants trained by this sweep (train's result by run id): their per-epoch metrics
+    and validation checks are taken from memory instead of being read back from the store (the same values;
+    `descent-compare` reads them all back).
+    """
     params, tags = parent.data.params, parent.data.tags
     if tags.get("descent.kind") != "sweep":
         raise InputError(f"run {parent.info.run_id} is not a descent sweep: pass the run id of a sweep-<data> run")
     task = tags.get("descent.task", "classification")
-    records = [record_of(child) for child in current_variants(tracking.children(parent))]
+    known = known or {}
+    records = [record_of(child, known.get(child.info.run_id)) for child in current_variants(tracking.children(parent))]
     if not records:
         raise InputError(f"sweep {parent.info.run_id} has no variant runs: run the sweep (mlflow run .) first")
     target = params.get("sweep.target", "None")
@@ -82,13 +72,17 @@ def current_variants(runs: list[Any]) -> list[Any]:
     return list(chosen.values())
 
 
-def record_of(run: Any) -> VariantRecord:
-    """A variant's record from its run: params, per-epoch history, final metrics, outcome."""
-    history = tracking.metric_frame(run.info.run_id, EPOCH_KEYS)
-    if "epoch_seconds" in history:
-        history["seconds"] = history["epoch_seconds"].cumsum()
-    checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
-    checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
+def record_of(run: Any, result: dict | None = None) -> VariantRecord:
+    """A variant's record from its run: params, per-epoch history, final metrics, outcome.
+
+    `result`: what train returned for this run (its history and checks, as they were logged), when known.
+    """
+    if result is None:
+        history = with_seconds(tracking.metric_frame(run.info.run_id, EPOCH_KEYS))
+        checks = tracking.metric_frame(run.info.run_id, [f"by_update/{k}" for k in CHECK_KEYS], step="updates")
+        checks.columns = [c.removeprefix("by_update/") for c in checks.columns]
+    else:
+        history, checks = result_frames(result["history"], result["checks"])
     tags = run.data.tags
     return VariantRecord(
         name=run.info.run_name,

@@ -46,6 +46,7 @@ class SplitConfig(_Strict):
     validation: Fraction
     test: Fraction
     seed: Annotated[int, Field(ge=0)]
+    preprocess_rows: Annotated[int, Field(gt=0)] | None
 
 
 class ModelConfig(_Strict):
@@ -136,6 +137,7 @@ class TrackingConfig(_Strict):
     system_metrics: bool
     system_metrics_interval: Annotated[float, Field(gt=0)]
     shutdown_timeout: Annotated[float, Field(gt=0)]
+    log_models: Literal["best", "all"]
 
 
 class ScheduleConfig(_Strict):

@@ -13,6 +13,7 @@ from components.array_preprocess import fit_array_preprocessor
 from components.array_split import split_arrays
 from components.arrays import ArrayDataset, is_array_source, load_arrays
 from components.data import Dataset, load_dataset
+from components.files import release_unused
 from components.preprocess import Preprocessor, fit_preprocessor
 from components.split import Split, split_dataset
 from components.train import Arrays
@@ -101,7 +102,11 @@ def prepare(cfg: Config) -> Prepared:
     else:
         ds = load_dataset(d.source, d.target, d.task, encoding=d.encoding, separator=d.separator)
         split = split_dataset(ds, s.validation, s.test, s.seed)
-        pre = fit_preprocessor(split.train.features, split.task, split.classes, split.train.target)
+        # The split holds the rows now; the loaded table (its name, source and digest stay) would be a second copy.
+        ds = replace(ds, features=ds.features.iloc[:0].copy(), target=ds.target.iloc[:0].copy())  # no views of it
+        release_unused()
+        train = split.train
+        pre = fit_preprocessor(train.features, split.task, split.classes, train.target, s.preprocess_rows, s.seed)
     arrays = Arrays(
         pre.transform(split.train.features),
         pre.encode_target(split.train.target),

@@ -23,6 +23,7 @@ from pipelines.grouping import group_tags
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
 from pipelines.ray_executor import RayExecutor, check_ray, share_gpus
+from pipelines.servable import log_best_model
 from pipelines.train import check_model, check_network_fits, check_tuning, log_data_record, log_network, run_tags
 from pipelines.workers import LocalExecutor, worker_count
 
@@ -67,7 +68,9 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
             done = _reuse(chain, parent, interrupted) if chain else {}
             tracking.set_tags({"descent.kind": "sweep"})
             outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
-            result = compare(tracking.get_run(parent.info.run_id))
+            known = {o["result"]["run_id"]: o["result"] for o in outcomes if "result" in o}  # read back only the rest
+            result = compare(tracking.get_run(parent.info.run_id), known)
+            result["model_uri"] = log_best_model(cfg, prepared, result["table"])
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
     return result

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import resource
+import os
 import sys
 from pathlib import Path
 
-import keras
-
 from components.builder import builder_source, check_builder, is_saved_model, network_summary
 from components.errors import InputError
-from components.measure import GradientProbe
-from components.model import build_model, check_activation
-from components.optimizers import BatchRegime, batch_regime, check_optimizer, make_optimizer
-from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
-from components.train import LOSSES, FitResult, Trainer, compile_model, evaluate
-from pipelines import cli, owners, system_metrics, tracking
+from components.model import check_activation
+from components.optimizers import BatchRegime, batch_regime, check_optimizer
+from components.train import Trainer
+from pipelines import cli, fitting, owners, system_metrics, tracking
 from pipelines.config import Config, flatten
+from pipelines.fitting import build_network
 from pipelines.grouping import group_tags
 from pipelines.prepare import Prepared, prepare
 from pipelines.tune import Choice, Chosen, choose
@@ -60,6 +56,7 @@ def train(
     tags = {
         **run_tags(cfg, prepared),
         "descent.variant": variant,
+        "descent.process": str(os.getpid()),  # a sweep's worker keeps its log as logs/worker-<this id>.log
         **group_tags(t.optimizer, regime, variant),
         **(tags or {}),
         **trained_on(prepared),  # the rows this process was given and the code it runs, whatever the sweep's say
@@ -67,31 +64,37 @@ def train(
     }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
         system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
-        tracking.log_params(variant_params(cfg, hyper, regime, prepared))
+        # Params, final metrics and tags are written in one batch when the run ends (a failed run's too).
+        tracking.later(params=variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
             log_data_record(cfg, prepared)
             log_network(cfg)  # the network's summary: below, as every variant run logs it
-        result = _fit(cfg, prepared, hyper, regime, name, active.info.run_id, chosen, resume_from)
-        choice = result.pop("choice")
-        tracking.log_params({"learning_rate": choice.learning_rate})
-        tracking.log_metrics(result["final"])
-        tracking.set_tags(
-            {
-                "descent.lr_chosen_by": choice.by,
-                "descent.lr_at_edge": str(choice.at_edge).lower(),
-                "mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg, choice),
-            }
-        )
+        run_id, units = active.info.run_id, prepared.preprocessor.in_target_units
+
+        def rate(trainer: Trainer) -> Choice:  # the learning-rate trials, if any, nest under this run
+            return choose(cfg, trainer, name, run_id, hyper["learning_rate"], chosen, units, resume_from)
+
+        with tracking.EpochMetrics() as sink:
+            result = fitting.fit(cfg, prepared, hyper, regime, rate, sink)
+        choice, network = result.pop("choice"), result.pop("network")
+        tracking.log_text(network_summary(network), "network_summary.txt")
+        ending = {
+            "descent.lr_chosen_by": choice.by,
+            "descent.lr_at_edge": str(choice.at_edge).lower(),
+            "mlflow.note.content": describe_variant(t.optimizer, hyper, regime, cfg, choice),
+        }
+        tracking.later(params={"learning_rate": choice.learning_rate}, metrics=result["final"], tags=ending)
         for plot in choice.plots:
             tracking.log_file(plot)
         if result["diverged"]:
-            tracking.set_tags({"descent.diverged": "true"})
-        else:
-            result["model_uri"] = tracking.log_servable_model(
-                prepared.preprocessor, result.pop("network"), prepared.example, _builder_code(cfg)
-            )
-            tracking.set_tags({"descent.model_uri": result["model_uri"]})
-        result.pop("network", None)
+            tracking.later(tags={"descent.diverged": "true"})
+        elif parent_run_id is None or cfg.tracking.log_models == "all":
+            tracking.flush()  # the model records the run's metrics when it is logged
+            code = builder_code(cfg)
+            result["model_uri"] = tracking.log_servable_model(prepared.preprocessor, network, prepared.example, code)
+            tracking.later(tags={"descent.model_uri": result["model_uri"]})
+        else:  # the sweep logs its best variant's servable model from it (tracking.log_models: best)
+            tracking.log_network(network)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
         result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result
@@ -210,138 +213,7 @@ def log_data_record(cfg: Config, prepared: Prepared) -> None:
     tracking.log_yaml(cfg.model_dump(), "config.yaml")
 
 
-def build_network(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
-    """The network for the data (the user's, or the dense one of model.hidden), its initial weights drawn from `seed`.
-
-    Every variant of one seed gets the same initial weights, whatever was built before it in the process.
-    """
-    pre = prepared.preprocessor
-    keras.backend.clear_session()  # a sweep builds many models in one process: start each from a clean graph
-    return build_model(
-        pre.input_shape,
-        pre.n_outputs,
-        prepared.split.task,
-        **cfg.model.model_dump(),
-        seed=seed,
-        input_stats=pre.input_stats,
-    )
-
-
-def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) -> Trainer:
-    """The variant's network, compiled with its optimizer, ready to train one or more learning rates."""
-    t = cfg.training
-    model = build_network(cfg, prepared, t.seed)
-    compile_model(model, make_optimizer(t.optimizer, hyper), prepared.split.task)
-    probes = [_gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
-    if cfg.measure.sharpness_per_epoch:
-        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
-        probes.append(SharpnessProbe(LOSSES[prepared.split.task], *prepared.sample, settings))
-    return Trainer(model, prepared.arrays, batch_size, callbacks=probes, seed=t.seed, sample=prepared.sample)
-
-
-def _fit(
-    cfg: Config,
-    prepared: Prepared,
-    hyper: dict,
-    regime: BatchRegime,
-    name: str,
-    run_id: str,
-    chosen: Chosen | None,
-    resume_from: str | None,
-) -> dict:
-    t, pre = cfg.training, prepared.preprocessor
-    trainer = make_trainer(cfg, prepared, hyper, regime.batch_size)
-    tracking.log_text(network_summary(trainer.model), "network_summary.txt")
-
-    def show(epoch: int, metrics: dict[str, float]) -> None:
-        shown = pre.in_target_units(metrics)
-        sink.add(shown, step=epoch)
-        if t.verbose:
-            log.info("epoch %d/%d: %s", epoch, t.epochs, ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        show(epoch, metrics)
-        cli.check_stop()
-
-    with tracking.EpochMetrics() as sink:
-        configured = hyper["learning_rate"]
-        choice = choose(cfg, trainer, name, run_id, configured, chosen, pre.in_target_units, resume_from)
-        fit = choice.fit
-        if fit is None:
-            fit = trainer.train(trainer.start(choice.learning_rate), t.epochs, on_epoch)
-        else:  # the search trained the chosen learning rate for every epoch already
-            for epoch, record in enumerate(fit.history, start=1):
-                show(epoch, record)
-        trainer.use(fit)
-        for check in fit.checks:
-            shown = {f"by_update/{k}": v for k, v in pre.in_target_units(check).items() if k != "updates"}
-            sink.add(shown, step=int(check["updates"]))
-    fit.history = [pre.in_target_units(h) for h in fit.history]
-    final = _final(prepared, trainer, fit)
-    if cfg.measure.sharpness and not fit.diverged:  # of the loss as trained (a regression target standardised)
-        settings = SharpnessSettings.from_measure(cfg.measure, seed=t.seed)
-        sharpness = measure_sharpness(trainer.model, LOSSES[prepared.split.task], *prepared.sample, settings)
-        final.update({k: v for k, v in sharpness.items() if math.isfinite(v)})
-    final.update(tuning_seconds=choice.seconds, tuning_trials=float(choice.trials))
-    return {
-        "final": final,
-        "diverged": fit.diverged,
-        "history": fit.history,
-        "network": trainer.model,
-        "choice": choice,
-    }
-
-
-def _final(prepared: Prepared, trainer: Trainer, fit: FitResult) -> dict[str, float]:
-    """The variant's final metrics: test scores, times, throughput, memory, the final training-sample scores."""
-    pre, test, model = prepared.preprocessor, prepared.split.test, trainer.model
-    scores = pre.in_target_units(evaluate(model, pre.transform(test.features), pre.encode_target(test.target)))
-    final = {f"test_{k}": v for k, v in scores.items() if math.isfinite(v)}
-    # Throughput from the second epoch on: the first pays for the kernels' first use.
-    steady = fit.history[1:] or fit.history
-    steady_seconds = max(sum(h["epoch_train_seconds"] for h in steady), 1e-9)
-    steady_updates = fit.updates - (fit.history[0]["updates"] if len(fit.history) > 1 else 0)
-    final.update(
-        train_seconds=fit.train_seconds,
-        compile_seconds=fit.compile_seconds,
-        total_updates=float(fit.updates),
-        samples_per_second=trainer.n * len(steady) / steady_seconds,
-        updates_per_second=steady_updates / steady_seconds,
-        process_peak_memory_mb=peak_memory_mb(),
-        **prepared.baseline,
-    )
-    if fit.checks:
-        last = pre.in_target_units(fit.checks[-1])
-        final.update({f"final_{k}": v for k, v in last.items() if k.startswith("train_") and k != "train_seconds"})
-    if math.isfinite(fit.peak_memory_mb):
-        final["train_peak_memory_mb"] = fit.peak_memory_mb
-    return {k: v for k, v in final.items() if math.isfinite(v)}
-
-
-def _gradient_probe(cfg: Config, prepared: Prepared) -> GradientProbe:
-    m = cfg.measure
-    x, y = prepared.sample
-    return GradientProbe(
-        keras.losses.get(LOSSES[prepared.split.task]),
-        x,
-        y,
-        method=m.noise_method,
-        small=m.noise_small_batch,
-        draws=m.noise_draws,
-        memory_mb=m.noise_memory_mb,
-        population=len(prepared.arrays.y_train),
-        epochs=cfg.training.epochs,
-        seed=cfg.training.seed,
-    )
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _builder_code(cfg: Config) -> list[Path]:
+def builder_code(cfg: Config) -> list[Path]:
     """The builder function's file, logged with the servable model's code (a saved .keras model is not code)."""
     spec = cfg.model.builder
     source = builder_source(spec) if spec and not is_saved_model(spec) else None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,6 @@ from components.tuning import (
 )
 from pipelines import cli
 from pipelines.config import Config
-from pipelines.trials import Trials
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ def choose(
     """
     if chosen is not None:
         return Choice(chosen.learning_rate, chosen.by, note=chosen.note)
+    from pipelines.trials import Trials  # MLflow: imported only where trials are tracked
+
     method = cfg.tuning.method
     if method == "grid":
         with Trials(run_id, name, units, resume_from) as trials:
@@ -80,7 +82,7 @@ def choose(
     return Choice(configured, "config")
 
 
-def _grid(cfg: Config, trainer: Trainer, trials: Trials, configured: float) -> Choice:
+def _grid(cfg: Config, trainer: Trainer, trials: Any, configured: float) -> Choice:
     tu, epochs = cfg.tuning, cfg.training.epochs
     key, higher = RANKING[trainer.task]
     runs: dict[float, FitResult] = {}
@@ -133,7 +135,7 @@ def _grid(cfg: Config, trainer: Trainer, trials: Trials, configured: float) -> C
     )
 
 
-def _range_test(cfg: Config, trainer: Trainer, name: str, trials: Trials) -> Choice:
+def _range_test(cfg: Config, trainer: Trainer, name: str, trials: Any) -> Choice:
     tu = cfg.tuning
     started = time.perf_counter()
     rates = range_test_rates(tu.range_start, tu.range_stop, tu.range_updates)

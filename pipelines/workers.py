@@ -12,12 +12,15 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pipelines import access, cli, tracking
@@ -88,7 +91,8 @@ def worker_count(workers: int | str, jobs: int) -> int:
 
 
 class LocalExecutor:
-    """Jobs in this process (one worker) or on a pool of spawned worker processes; outcomes as jobs finish."""
+    """Jobs in this process (one worker), or in this process and a pool of spawned worker processes (one fewer
+    than `workers`: the sweep's own process has imported TensorFlow already); outcomes as jobs finish."""
 
     def __init__(self, workers: int, prepared: Prepared, retries: int) -> None:
         self.workers, self.prepared, self.retries = workers, prepared, retries
@@ -97,6 +101,8 @@ class LocalExecutor:
         self.tries: dict[str, int] = {}  # tries whose worker died while the job's run was open
         self.losses: dict[str, int] = {}  # times the job was lost with a pool, started or not
         self.pool: ProcessPoolExecutor | None = None
+        self.here = False  # whether this process has trained a job
+        self.handoff: str | None = None  # the file the worker processes read `prepared` from
 
     def submit(self, job: Job) -> None:
         if self.workers <= 1:
@@ -111,6 +117,11 @@ class LocalExecutor:
         while self.queue:
             yield run_job(self.queue.pop(0), self.prepared)
         while self.pending:
+            done, _ = wait(list(self.pending), timeout=0, return_when=FIRST_COMPLETED)
+            job = None if done else self._take()
+            if job is not None:  # this process trains the next job no worker has taken yet
+                yield self._here(job)
+                continue
             done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
             broken = []
             for future in done:
@@ -121,6 +132,20 @@ class LocalExecutor:
                     broken.append(job)
             if broken:
                 yield from self._recover(broken)
+
+    def _take(self) -> Job | None:
+        """The first submitted job that no worker process has taken yet, withdrawn from the pool; None if none."""
+        for future, job in list(self.pending.items()):
+            if future.cancel():
+                del self.pending[future]
+                return job
+        return None
+
+    def _here(self, job: Job) -> dict:
+        if not self.here:  # this process's share of the cores, as each worker's
+            use_cores(max(1, (os.cpu_count() or 1) // self.workers))
+            self.here = True
+        return run_job(job, self.prepared)
 
     def _recover(self, broken: list[Job]) -> Iterator[dict]:
         """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it.
@@ -150,13 +175,18 @@ class LocalExecutor:
 
     def _start_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
+        # The workers get the sweep's own prepared data (they never read the data file again) from a file: sent down
+        # the pipe that starts a worker, it would hold the sweep up until the worker had imported TensorFlow.
+        if self.handoff is None:
+            with tempfile.NamedTemporaryFile(prefix="descent-prepared-", suffix=".pickle", delete=False) as file:
+                pickle.dump(self.prepared, file, protocol=pickle.HIGHEST_PROTOCOL)
+            self.handoff = file.name
         # spawn, not fork: a forked copy of a process that already runs TensorFlow threads can deadlock.
-        # The workers get the sweep's own prepared data: they never read the data file again.
         return ProcessPoolExecutor(
-            self.workers,
+            self.workers - 1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(threads, self.prepared),
+            initargs=(threads, self.handoff, os.getpid()),
         )
 
     def _stop_pool(self, terminate: bool = False) -> None:
@@ -174,6 +204,8 @@ class LocalExecutor:
 
     def __exit__(self, kind: type | None, *_: Any) -> None:
         self._stop_pool(terminate=kind is not None)
+        if self.handoff is not None:
+            Path(self.handoff).unlink(missing_ok=True)
 
 
 def use_cores(threads: int) -> None:
@@ -190,13 +222,17 @@ def use_cores(threads: int) -> None:
 _PREPARED: list[Prepared] = []
 
 
-def _start_worker(threads: int, prepared: Prepared) -> None:
-    """Set up a worker: its share of the cores, SIGTERM ending the open run, stop when the sweep dies."""
+def _start_worker(threads: int, prepared: str, sweep: int) -> None:
+    """Set up a worker: its share of the cores, the sweep's data (from the file `prepared`), SIGTERM ending the open
+    run, stop when the sweep (process id `sweep`) dies, also while this worker was starting."""
     # Two workers on two cores each using both would fight over them; split the cores instead.
     use_cores(threads)
-    _PREPARED[:] = [prepared]
+    with open(prepared, "rb") as file:
+        _PREPARED[:] = [pickle.load(file)]
     cli.handle_signals()  # the sweep's own SIGTERM to each worker repeats the process group's: ignored
-    cli.stop_with_parent(os.getppid())  # checked at every epoch's end, on every system
+    cli.stop_with_parent(sweep)  # checked at every epoch's end, on every system
     if sys.platform.startswith("linux"):  # and on Linux at once: SIGTERM when the sweep process dies, even by -9
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != sweep:  # it died while this worker imported TensorFlow: take none of its jobs
+        os._exit(0)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

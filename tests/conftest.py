@@ -56,6 +56,19 @@ def store_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return lines
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker process gets its own temporary folder: descent's machine-wide locks live in
+    the temporary folder, and one worker's test must not wait for (or skip because of) another worker's run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        import tempfile
+
+        folder = Path(tempfile.gettempdir()) / f"descent-tests-{worker}"
+        folder.mkdir(exist_ok=True)
+        os.environ["TMPDIR"] = str(folder)  # for the processes tests start too
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_SNAPSHOT] = store_snapshot(ROOT)
 

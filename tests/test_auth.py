@@ -10,7 +10,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipelines import access, cli, tracking, workers
+from pipelines import access, cli, tracking
 from pipelines import compare as compare_entry
 from pipelines import scheduled as scheduled_entry
 from pipelines import split as split_entry
@@ -257,20 +257,15 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     experiment = study(server, "workers")
     for key, value in server.login(SCHEDULER).items():
         monkeypatch.setenv(key, value)
-    submit, outcomes = workers.LocalExecutor.submit, workers.LocalExecutor.outcomes
+    real = sweep_entry._run_variants
 
-    # The worker processes (started as jobs are submitted) sign in as bob (READ only), as if the server stopped
-    # letting the sweep write; and the sweep reads their outcomes as bob, as the whole variant stage once did.
-    def submit_as_bob(self, job):
+    def as_bob(*args, **kwargs):
+        # The workers (the sweep's own process among them) sign in as bob (READ only): as if the server stopped
+        # letting the sweep write once its run was made.
         with server.as_user("bob"):
-            submit(self, job)
+            return real(*args, **kwargs)
 
-    def outcomes_as_bob(self):
-        with server.as_user("bob"):
-            yield from outcomes(self)
-
-    monkeypatch.setattr(workers.LocalExecutor, "submit", submit_as_bob)
-    monkeypatch.setattr(workers.LocalExecutor, "outcomes", outcomes_as_bob)
+    monkeypatch.setattr(sweep_entry, "_run_variants", as_bob)
     argv = ["--overrides", f"{TINY} {GRID} sweep.workers=2 experiment=workers"]
     assert cli.main(sweep_entry._entry, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err

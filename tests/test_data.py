@@ -266,3 +266,12 @@ def test_an_entirely_missing_feature_column_is_a_warning(tmp_path):
     ROWS.assign(notes=np.nan).to_csv(path, index=False)
     with pytest.warns(InputWarning, match=r"feature column 'notes' of .* is entirely missing: it is left out"):
         load_dataset(str(path), "label")
+
+
+def test_digest_of_a_frame_and_its_target_without_joining_them():
+    a = pd.DataFrame({"x": [1, 2]})
+    y = pd.Series([3, 4], name="y")
+    assert frame_digest(a, y) == frame_digest(a.copy(), y.copy())
+    assert frame_digest(a, y) != frame_digest(a, y.replace(4, 5))
+    assert frame_digest(a, y) != frame_digest(a, y.rename("z"))
+    assert frame_digest(a, y) != frame_digest(a)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-import pipelines.train as train_pipeline
 from components.data import load_dataset
+from pipelines import fitting
 from pipelines.split import split
 from pipelines.train import train
 from tests.conftest import tiny
@@ -94,7 +94,7 @@ def test_a_failure_inside_the_run_ends_it_failed(store, tiny_cfg, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(train_pipeline, "make_trainer", broken)
+    monkeypatch.setattr(fitting, "make_trainer", broken)
     with pytest.raises(RuntimeError):
         train(tiny_cfg)
     runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("descent").experiment_id])

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components import preprocess
 from components.data import load_dataset
 from components.errors import InputError
 from components.preprocess import fit_preprocessor
@@ -57,3 +58,25 @@ def test_regression_target_is_standardised_and_reported_in_its_units():
     units = pre.in_target_units({"loss": 1.0, "val_mae": 0.5, "test_mae": 2.0, "epoch_seconds": 3.0})
     scale = pre.target_scale
     assert units == pytest.approx({"loss": scale**2, "val_mae": 0.5 * scale, "test_mae": 2 * scale, "epoch_seconds": 3})
+
+
+def test_a_large_table_is_fitted_on_a_sample_with_every_category(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 5000
+    features = pd.DataFrame({"a": rng.normal(3.0, 2.0, n), "c": rng.choice(["x", "y"], n)})
+    features.loc[n - 1, "c"] = "rare"  # one row: a sample of 500 almost surely misses it
+    features.loc[[5, 6], "a"] = np.nan
+    pre = fit_preprocessor(features, "classification", [0, 1], fit_rows=500, seed=0)
+    full = fit_preprocessor(features, "classification", [0, 1])
+    scaler = pre.columns.named_transformers_["numeric"][-1]
+    sample = features.sample(n=500, random_state=0)["a"]
+    assert scaler.mean_[0] == pytest.approx(sample.fillna(sample.median()).mean())  # the sample's own statistics
+    assert scaler.mean_[0] == pytest.approx(3.0, abs=0.3)
+    assert pre.n_features == full.n_features == 1 + 3  # the rare category is one-hot encoded too
+    assert pre.transform(features.tail(1))[0, 1:].tolist() == [1.0, 0.0, 0.0]
+    assert pre.imputed == full.imputed == {"a": 2}  # counted on every row
+    monkeypatch.setattr(preprocess, "TRANSFORM_ROWS", 7)  # in chunks: the very same matrix
+    chunked = pre.transform(features)
+    monkeypatch.setattr(preprocess, "TRANSFORM_ROWS", n)
+    assert np.array_equal(chunked, pre.transform(features))
+    assert chunked.ctypes.data % 64 == 0 and chunked.flags.c_contiguous and chunked.dtype == np.float32

@@ -180,7 +180,7 @@ def test_models_of_one_architecture_share_the_graphs_but_not_the_weights():
     assert a["sharpness_top_eigenvalue"] != pytest.approx(b["sharpness_top_eigenvalue"], rel=1e-3)
 
 
-def test_a_network_xla_cannot_compile_is_measured_without_it():
+def test_a_network_with_ops_xla_lacks_is_measured():
     sharpness._COMPILED.clear()
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 3)).astype("float32"), rng.normal(size=50).astype("float32")
@@ -192,8 +192,6 @@ def test_a_network_xla_cannot_compile_is_measured_without_it():
     rows = np.hstack([x, np.ones((50, 1))]).astype(np.float64)
     exact = np.linalg.eigvalsh(2 * rows.T @ rows / 50).max()
     assert top_eigenvalue(model, "mean_squared_error", x, y, EXACT) == pytest.approx(exact, rel=1e-4)
-    (compiled,) = sharpness._COMPILED.values()
-    assert compiled.jit is False
 
 
 def test_probe_adds_both_numbers_to_every_epoch():

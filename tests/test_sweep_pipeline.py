@@ -8,8 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pipelines.train as train_pipeline
+from components.data import load_dataset
 from components.errors import InputError
-from pipelines import cli
+from pipelines import cli, fitting, tracking
 from pipelines.compare import compare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
@@ -61,14 +62,14 @@ def test_sweep_nests_every_variant_and_compares_them(store):
 
 
 def test_diverged_and_failed_variants_do_not_stop_the_sweep(store, monkeypatch):
-    real_trainer = train_pipeline.make_trainer
+    real_trainer = fitting.make_trainer
 
     def trainer_or_break(cfg, prepared, hyper, batch_size):
         if cfg.training.optimizer == "adam" and batch_size == 16:
             raise RuntimeError("simulated out-of-memory")
         return real_trainer(cfg, prepared, hyper, batch_size)
 
-    monkeypatch.setattr(train_pipeline, "make_trainer", trainer_or_break)
+    monkeypatch.setattr(fitting, "make_trainer", trainer_or_break)
     cfg = tiny(**GRID, **{"optimizers.sgd.learning_rate": 1e9, "training.epochs": 5})
     result = sweep(cfg)
     children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
@@ -99,6 +100,8 @@ def test_rerun_reuses_finished_variants_and_fresh_starts_over(store):
 def test_compare_rebuilds_from_tracked_runs(store):
     result = sweep(tiny(**GRID))
     rebuilt = compare(MlflowClient(store).get_run(result["parent_run_id"]))
+    # the sweep compared from memory what the rebuild reads back from the store: the very same table
+    pd.testing.assert_frame_equal(result["table"], rebuilt["table"])
     table = rebuilt["table"].set_index("variant")
     for outcome in result["outcomes"]:  # what training returned in memory, against what was read back
         trained = outcome["result"]
@@ -108,11 +111,39 @@ def test_compare_rebuilds_from_tracked_runs(store):
     assert rebuilt["summary"] == result["summary"]
 
 
+def test_only_the_best_variant_gets_a_servable_model_unless_all(store):
+    import mlflow
+
+    result = sweep(tiny(**GRID, **{"sweep.collapse_threshold": None}))
+    client = MlflowClient(store)
+    children = {c.info.run_name: c for c in _children(store, result["parent_run_id"])}
+    best = result["table"].iloc[0]
+    with_model = {name for name, c in children.items() if "descent.model_uri" in c.data.tags}
+    assert with_model == {best["variant"]}
+    assert children[best["variant"]].data.tags["descent.model_uri"] == result["model_uri"]
+    for child in children.values():  # every variant keeps its trained network, the best one's model is made from it
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "network")] == ["network/network.keras"]
+    rows = load_dataset("iris").features.head(5)
+    predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(rows)["prediction"]
+    network = tracking.load_network(best["run_id"])
+    expected = load_dataset("iris").target.sort_values().unique()[network.predict(_inputs(rows), verbose=0).argmax(1)]
+    assert list(predictions) == list(expected)
+    everything = sweep(tiny(**GRID, **{"tracking.log_models": "all"}), fresh=True)
+    children = _children(store, everything["parent_run_id"])
+    assert all("descent.model_uri" in c.data.tags for c in children)
+
+
+def _inputs(rows):
+    from pipelines.prepare import prepare
+
+    return prepare(tiny()).preprocessor.transform(rows)
+
+
 def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("no luck")
 
-    monkeypatch.setattr(train_pipeline, "make_trainer", broken)
+    monkeypatch.setattr(fitting, "make_trainer", broken)
     argv = ["--data", "iris", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full,16"]
     argv += ["--overrides", "sweep.workers=1"]  # in-process, where the broken fit is patched in
     assert cli.main(sweep_entry, argv) == 1
@@ -175,6 +206,5 @@ def test_seeds_on_two_worker_processes_nest_every_run_and_compare_them(store):
     assert {c.data.tags["descent.split_digest"] for c in children} == {parent.data.tags["descent.split_digest"]}
     assert "Across seeds" in result["summary"]
     assert "The study notes' claims, measured on this data" in result["summary"]
-    # two processes did the work: the runs overlap in time
-    spans = sorted((c.info.start_time, c.info.end_time) for c in children)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+    # two processes did the work: the sweep's own and one worker process
+    assert len({c.data.tags["descent.process"] for c in children}) == 2

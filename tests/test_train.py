@@ -111,3 +111,15 @@ def test_regression_reports_mean_absolute_error():
     predicted = model.predict(x[60:], verbose=0).reshape(-1)
     assert last["val_mae"] == pytest.approx(float(np.abs(predicted - y[60:]).mean()), rel=1e-4)
     assert last["val_mae"] < 0.5 * float(np.abs(y[60:]).mean())
+
+
+def test_an_aligned_matrix_becomes_a_tensor_without_a_copy():
+    from components.preprocess import aligned_empty
+    from components.train import as_tensor
+
+    x = aligned_empty((3, 2))
+    x[:] = 1.0
+    shared, copied = as_tensor(x), as_tensor(np.ones((3, 2), np.float32)[:, :1])  # not C-ordered: copied
+    x[0, 0] = 42.0
+    assert shared.numpy()[0, 0] == 42.0
+    assert copied.numpy().tolist() == [[1.0], [1.0], [1.0]]

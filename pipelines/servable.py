@@ -1,0 +1,38 @@
+"""The servable model of a sweep's best variant: logged once the sweep knows which variant that is.
+
+With `tracking.log_models: best` (the default) each variant keeps only its trained network (network/network.keras);
+the servable model (preprocessor + network + signature, what `mlflow models serve` and the registry take) costs
+as much to log as a small variant costs to train, so the sweep makes it for its best variant alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pipelines import tracking
+from pipelines.config import Config
+from pipelines.prepare import Prepared
+from pipelines.train import builder_code
+
+log = logging.getLogger("descent")
+
+
+def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str | None:
+    """The model URI of the best finished variant of a comparison table, logging its servable model if it has none."""
+    finished = table[table["status"] == "finished"]
+    if finished.empty:
+        return None
+    run_id = finished.iloc[0]["run_id"]
+    uri = tracking.get_run(run_id).data.tags.get("descent.model_uri")
+    if uri:  # tracking.log_models: all, or logged by the sweep this one resumed
+        return uri
+    network = tracking.load_network(run_id)
+    if network is None:
+        log.warning("descent: warning: the best variant's run %s kept no network: its model is not logged", run_id)
+        return None
+    code = builder_code(cfg)  # the user's builder, with custom layers the model needs to load
+    uri = tracking.log_servable_model(prepared.preprocessor, network, prepared.example, code, run_id=run_id)
+    tracking.set_tags_on(run_id, {"descent.model_uri": uri})
+    return uri
