@@ -266,11 +266,16 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, floa
 
 def as_tensor(array: np.ndarray) -> tf.Tensor:
     """`array` as a tensor: the same memory when it is C-ordered and 64-byte aligned (components.preprocess makes
-    the feature matrices so), through DLPack; else a copy. tf.convert_to_tensor copies, so a million-row
-    training matrix would be held twice (three times while copying)."""
-    if isinstance(array, np.ndarray) and array.size and array.flags.c_contiguous and array.ctypes.data % 64 == 0:
+    the feature matrices so) and writable, through DLPack; else a copy. tf.convert_to_tensor copies, so a
+    million-row training matrix would be held twice (three times while copying). A read-only array (a Ray task's
+    arguments, a memory map) is copied: DLPack cannot say read-only to TensorFlow."""
+    if isinstance(array, np.ndarray) and array.size and _shareable(array):
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     return tf.convert_to_tensor(array)
+
+
+def _shareable(array: np.ndarray) -> bool:
+    return array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % 64 == 0
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor] | None:

@@ -301,14 +301,14 @@ def test_a_promotion_killed_midway_is_finished_once_by_the_next_trigger(store, t
 
 
 def test_a_variant_that_fails_before_its_run_exists_is_failed_in_the_comparison(store, monkeypatch, capsys):
-    real = train_pipeline.check_variant
+    real = train_pipeline.check_tuning
 
-    def broken(cfg):
+    def broken(cfg, prepared):
         if cfg.training.batch_size == 16:
             raise RuntimeError("no room for this variant")
-        real(cfg)
+        real(cfg, prepared)
 
-    monkeypatch.setattr(train_pipeline, "check_variant", broken)  # raises in the worker before any run starts
+    monkeypatch.setattr(train_pipeline, "check_tuning", broken)  # raises in the worker before any run starts
     argv = ["--optimizers", "adam", "--batch_sizes", "full,16", "--overrides", ONE]
     assert cli.main(sweep_entry, argv) == cli.EXIT_FAILED
     err = capsys.readouterr().err

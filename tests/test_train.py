@@ -123,3 +123,7 @@ def test_an_aligned_matrix_becomes_a_tensor_without_a_copy():
     x[0, 0] = 42.0
     assert shared.numpy()[0, 0] == 42.0
     assert copied.numpy().tolist() == [[1.0], [1.0], [1.0]]
+    # Read-only (a Ray task's arguments, a memory map): DLPack cannot share it, so it is copied, not refused.
+    x.flags.writeable = False
+    readonly = as_tensor(x)
+    assert readonly.numpy()[0, 0] == 42.0
