@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -50,15 +51,7 @@ def test_mlflow_run_train_then_serve_raw_rows(store, experiment, tmp_path):
 
     rows = tmp_path / "rows.csv"
     load_iris(as_frame=True).data.head(4).to_csv(rows, index=False)
-    predicted = subprocess.run(
-        ["mlflow", "models", "predict", "-m", run.data.tags["descent.model_uri"], "-i", str(rows), "-t", "csv"]
-        + ["--env-manager", "local"],
-        env=project_env(store),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    predicted = predict(store, run.data.tags["descent.model_uri"], rows, "csv", tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert predicted.stdout.count('"prediction"') == 4
 
@@ -78,15 +71,7 @@ def test_mlflow_run_a_builder_on_images_then_serve_a_json_array(store, experimen
     samples = prepare(tiny(**{"data.source": "digits_images"})).split.test.features[:4]
     payload = tmp_path / "samples.json"
     payload.write_text(json.dumps({"inputs": samples.tolist()}))
-    predicted = subprocess.run(
-        ["mlflow", "models", "predict", "-m", run.data.tags["descent.model_uri"], "-i", str(payload), "-t", "json"]
-        + ["--env-manager", "local"],
-        env=project_env(store),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    predicted = predict(store, run.data.tags["descent.model_uri"], payload, "json", tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert "type hint" not in predicted.stderr  # MLflow warns about predict's type hint unless it is a DataFrame
     labels = [row["prediction"] for row in json.loads(predicted.stdout)["predictions"]]
@@ -157,3 +142,15 @@ def test_mlflow_run_main_sweeps_and_compare_rebuilds(store, experiment):
     rebuilt = mlflow_run(store, "compare", f"sweep={parent.info.run_id}")
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert "Best variant:" in rebuilt.stdout
+
+
+def predict(store: str, model_uri: str, path: Path, kind: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`mlflow models predict` on the rows in `path` (csv or json), as the README shows it."""
+    return subprocess.run(
+        ["mlflow", "models", "predict", "-m", model_uri, "-i", str(path), "-t", kind, "--env-manager", "local"],
+        env=project_env(store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
