@@ -37,7 +37,7 @@ def check_ray() -> None:
 
 def share_gpus() -> None:
     """Make this (the sweep's) process take GPU memory as it needs it, not TensorFlow's default of nearly all of it:
-    the network it builds to check it must leave a GPU of this node to the Ray tasks that train on it."""
+    the network it builds to check it must leave a GPU of this node to the processes (workers, Ray tasks) that train."""
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):

@@ -59,6 +59,8 @@ def _locked(cfg: Config, force: bool) -> int:
         log.error("no variant of sweep %s finished", parent)
         return cli.EXIT_FAILED
     failed = failures(cfg, table)
+    if not failed and result["model_uri"] is None:  # its network would not load (the sweep warned why)
+        failed = f"the best variant {finished.iloc[0]['variant']} has no servable model"
     if failed:  # the failed one might have been the best: the next trigger tries it again, then promotes
         tracking.set_tags_on(parent, {"descent.decision": f"not promoted: {failed}"})
         print(f"descent: error: sweep {parent} not promoted: {failed}", file=sys.stderr)
@@ -88,7 +90,7 @@ def _locked(cfg: Config, force: bool) -> int:
 
 def _promote(cfg: Config, result: dict, best: object) -> dict[str, str]:
     key, higher = RANKING[result["task"]]
-    model_uri = tracking.get_run(best["run_id"]).data.tags["descent.model_uri"]
+    model_uri = result["model_uri"]  # the best variant's (pipelines/servable.py)
     value = float(best[f"final_{key}"])
     outcome = registry.promote(model_uri, best["run_id"], cfg.schedule.model_name, value, higher)
     return {

@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from pipelines import tracking
+from pipelines import access, tracking
 from pipelines.config import Config
 from pipelines.prepare import Prepared
 from pipelines.train import builder_code
@@ -28,7 +28,20 @@ def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str 
     uri = tracking.get_run(run_id).data.tags.get("descent.model_uri")
     if uri:  # tracking.log_models: all, or logged by the sweep this one resumed
         return uri
-    network = tracking.load_network(run_id)
+    try:
+        network = tracking.load_network(run_id)
+    except Exception as exc:
+        if access.refusal(exc):
+            raise
+        # e.g. a custom layer of the user's network not registered (keras.saving.register_keras_serializable)
+        hint = "register its custom layers with @keras.saving.register_keras_serializable()"
+        log.warning(
+            "descent: warning: the best variant's network (run %s) does not load (%s): no servable model; %s",
+            run_id,
+            exc,
+            hint,
+        )
+        return None
     if network is None:
         log.warning("descent: warning: the best variant's run %s kept no network: its model is not logged", run_id)
         return None

@@ -19,13 +19,12 @@ from components.sweep import Variant, expand_sweep
 from pipelines import access, cli, grouping, locks, owners, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
-from pipelines.grouping import group_tags
 from pipelines.plan import plan_jobs
 from pipelines.prepare import Prepared, prepare
 from pipelines.ray_executor import RayExecutor, check_ray, share_gpus
 from pipelines.servable import log_best_model
 from pipelines.train import check_model, check_network_fits, check_tuning, log_data_record, log_network, run_tags
-from pipelines.workers import LocalExecutor, worker_count
+from pipelines.workers import LocalExecutor, job_record, use_cores, worker_count
 
 log = logging.getLogger("descent")
 
@@ -42,7 +41,10 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
     _check_reference(cfg, variants, n_train)
     if cfg.sweep.executor == "ray":
         check_ray()
-        share_gpus()
+    else:  # this process trains too: its share of the cores, set before TensorFlow first runs (just below)
+        jobs = len(variants) * len(cfg.sweep.seeds or [cfg.training.seed])
+        use_cores(max(1, (os.cpu_count() or 1) // worker_count(cfg.sweep.workers, jobs)))
+    share_gpus()  # the network built here must leave a GPU to the processes that train
     network = check_network_fits(cfg, prepared)
     tags = sweep_tags(cfg, prepared)
     launched = os.environ.get("MLFLOW_RUN_ID")
@@ -226,12 +228,8 @@ def _record_failure(job: Any, submitted: int, error: str, n_train: int) -> None:
     so that the comparison, the summary and the exit code count it."""
     if any(run.info.start_time >= submitted for run in tracking.named(job.parent_run_id, job.name)):
         return  # this try has its own run, which says why
-    t = job.cfg.training
-    regime = batch_regime(t.batch_size, n_train)
-    variant = f"{t.optimizer}-{regime.label}"
-    tags = {**job.tags, "descent.variant": variant, **group_tags(t.optimizer, regime, variant)}
-    params = {"optimizer": t.optimizer, "batch_size": regime.batch_size, "regime": regime.regime, "seed": t.seed}
-    tracking.record_failed(job.parent_run_id, job.name, tags, params | {"epochs": t.epochs}, error)
+    tags, params = job_record(job, n_train)
+    tracking.record_failed(job.parent_run_id, job.name, tags, params, error)
 
 
 def _describe(outcome: dict, task: str) -> str:

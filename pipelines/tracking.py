@@ -522,16 +522,25 @@ def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFr
     return records.points_frame(points, step)
 
 
-def mark_failed(run_id: str, reason: str) -> None:
+def mark_failed(run_id: str, reason: str, params: dict[str, Any] | None = None) -> None:
     """End a run that its process can no longer end (killed, crashed) as FAILED, with the reason; its nested
     runs (learning-rate trials) that are still RUNNING too. Only ever called once that process is gone."""
-    end_run(run_id, "FAILED", reason)
+    end_run(run_id, "FAILED", reason, params)
 
 
-def end_run(run_id: str, status: str, reason: str) -> None:
-    """End a run of a process that is gone with `status` and the reason, and its nested runs still RUNNING."""
+def end_run(run_id: str, status: str, reason: str, params: dict[str, Any] | None = None) -> None:
+    """End a run of a process that is gone with `status` and the reason, and its nested runs still RUNNING.
+
+    `params`: those of them the run lacks are written first (a variant's process writes its params when the run
+    ends: one it could not end has none, and the comparison names a variant by them).
+    """
+    from mlflow.entities import Param
+
     c = client()
     run = c.get_run(run_id)
+    missing = {k: v for k, v in (params or {}).items() if k not in run.data.params}
+    if missing:
+        c.log_batch(run_id, params=[Param(k, _text(v)) for k, v in missing.items()])
     for trial in find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id}):
         if trial.info.status == "RUNNING":
             c.set_tag(trial.info.run_id, "descent.error", reason)

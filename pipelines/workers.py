@@ -16,6 +16,7 @@ import pickle
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -69,6 +70,19 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
         return outcome | ({"refused": refused} if refused else {})
 
 
+def job_record(job: Job, n_train: int) -> tuple[dict[str, str], dict[str, Any]]:
+    """The tags and params that name a job's variant in the comparison: for a run its process never ended."""
+    from components.optimizers import batch_regime
+    from pipelines.grouping import group_tags
+
+    t = job.cfg.training
+    regime = batch_regime(t.batch_size, n_train)
+    variant = f"{t.optimizer}-{regime.label}"
+    tags = {**job.tags, "descent.variant": variant, **group_tags(t.optimizer, regime, variant)}
+    params = {"optimizer": t.optimizer, "batch_size": regime.batch_size, "regime": regime.regime, "seed": t.seed}
+    return tags, params | {"epochs": t.epochs}
+
+
 def worker_death(exitcodes: list[int | None]) -> str:
     """What killed a pool's worker, from its processes' exit codes (the pool itself ends the others with SIGTERM)."""
     signals = {-c for c in exitcodes if c is not None and c < 0}
@@ -92,7 +106,12 @@ def worker_count(workers: int | str, jobs: int) -> int:
 
 class LocalExecutor:
     """Jobs in this process (one worker), or in this process and a pool of spawned worker processes (one fewer
-    than `workers`: the sweep's own process has imported TensorFlow already); outcomes as jobs finish."""
+    than `workers`: the sweep's own process has imported TensorFlow already); outcomes as jobs finish.
+
+    Jobs wait in a queue: a worker process gets one when it is idle, and this process trains the next one meanwhile
+    (never a job that has lost a worker already: one that crashed its process once is tried again on a worker,
+    whose death the sweep survives).
+    """
 
     def __init__(self, workers: int, prepared: Prepared, retries: int) -> None:
         self.workers, self.prepared, self.retries = workers, prepared, retries
@@ -101,31 +120,33 @@ class LocalExecutor:
         self.tries: dict[str, int] = {}  # tries whose worker died while the job's run was open
         self.losses: dict[str, int] = {}  # times the job was lost with a pool, started or not
         self.pool: ProcessPoolExecutor | None = None
-        self.here = False  # whether this process has trained a job
         self.handoff: str | None = None  # the file the worker processes read `prepared` from
+        # Jobs are handed to idle workers from the pool's thread too (a job's end), while this one trains its own.
+        self.lock = threading.RLock()
+        self.halted = False  # the pool is being stopped: hand out nothing until it is replaced
 
     def submit(self, job: Job) -> None:
-        if self.workers <= 1:
+        with self.lock:
             self.queue.append(job)
-            return
-        if self.pool is None:
-            self.pool = self._start_pool()
-        self.pending[self.pool.submit(run_job, job)] = job
+        self._hand_out()
 
     def outcomes(self) -> Iterator[dict]:
         """Each job's outcome as it finishes, including jobs submitted while iterating."""
-        while self.queue:
-            yield run_job(self.queue.pop(0), self.prepared)
-        while self.pending:
-            done, _ = wait(list(self.pending), timeout=0, return_when=FIRST_COMPLETED)
-            job = None if done else self._take()
-            if job is not None:  # this process trains the next job no worker has taken yet
-                yield self._here(job)
+        while True:
+            with self.lock:
+                if not (self.queue or self.pending):
+                    return
+                done = [future for future in self.pending if future.done()]
+                mine = None if done else self._mine()
+            if mine is not None:  # this process trains the next job no worker has taken
+                yield run_job(mine, self.prepared)
                 continue
-            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+            if not done:
+                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
             broken = []
             for future in done:
-                job = self.pending.pop(future)
+                with self.lock:
+                    job = self.pending.pop(future)
                 try:
                     yield future.result()
                 except BrokenProcessPool:
@@ -133,19 +154,29 @@ class LocalExecutor:
             if broken:
                 yield from self._recover(broken)
 
-    def _take(self) -> Job | None:
-        """The first submitted job that no worker process has taken yet, withdrawn from the pool; None if none."""
-        for future, job in list(self.pending.items()):
-            if future.cancel():
-                del self.pending[future]
-                return job
-        return None
+    def _hand_out(self, *_: object) -> None:
+        """Give queued jobs to idle worker processes, one each (also called as a worker's job ends). A job handed
+        to the pool is out of this process's reach: the pool queues one more than it has workers."""
+        with self.lock:
+            while self.queue and not self.halted and sum(not f.done() for f in self.pending) < self.workers - 1:
+                if self.pool is None:
+                    self.pool = self._start_pool()
+                job = self.queue.pop(0)
+                try:
+                    future = self.pool.submit(run_job, job)
+                except (BrokenProcessPool, RuntimeError):  # the pool broke or is shutting down: outcomes() recovers
+                    self.queue.insert(0, job)
+                    return
+                self.pending[future] = job
+                future.add_done_callback(self._hand_out)
 
-    def _here(self, job: Job) -> dict:
-        if not self.here:  # this process's share of the cores, as each worker's
-            use_cores(max(1, (os.cpu_count() or 1) // self.workers))
-            self.here = True
-        return run_job(job, self.prepared)
+    def _mine(self) -> Job | None:
+        """The first queued job that never lost a worker, taken from the queue; None if none. With one worker,
+        every job is this process's."""
+        for i, job in enumerate(self.queue):
+            if self.workers <= 1 or not self.losses.get(job.name):
+                return self.queue.pop(i)
+        return None
 
     def _recover(self, broken: list[Job]) -> Iterator[dict]:
         """A worker died (killed, out of memory, a crash in TensorFlow): every job the pool held is lost with it.
@@ -155,23 +186,32 @@ class LocalExecutor:
         at most `retries` times, reusing the try's finished learning-rate trials. Jobs that never started, or
         whose worker ended its run itself, are always tried again (a few times at most).
         """
-        lost = broken + list(self.pending.values())
-        self.pending.clear()
+        with self.lock:
+            self.halted = True
+            lost = broken + list(self.pending.values())
+            self.pending.clear()
         processes = list(self.pool._processes.values()) if self.pool and self.pool._processes else []
         self._stop_pool()  # waits for the other workers to end their runs
         cause = worker_death([p.exitcode for p in processes])
+        n_train = len(self.prepared.split.train)
         for job in lost:
             orphans = tracking.running(job.parent_run_id, job.name)  # its worker is gone: nobody else ends them
             self.tries[job.name] = self.tries.get(job.name, 0) + bool(orphans)
             self.losses[job.name] = self.losses.get(job.name, 0) + 1
             again = self.tries[job.name] <= self.retries and self.losses[job.name] <= self.retries + 2
+            reason = f"{DIED} ({cause})" + ("; tried again" if again else "")
             for run in orphans:
-                tracking.mark_failed(run.info.run_id, f"{DIED} ({cause})" + ("; tried again" if again else ""))
+                tracking.mark_failed(run.info.run_id, reason, job_record(job, n_train)[1])
             if again:
                 log.info("%s lost its worker (%s); trying it again on a new one", job.name, cause)
-                self.submit(replace(job, resume_from=orphans[0].info.run_id if orphans else job.resume_from))
+                resume = orphans[0].info.run_id if orphans else job.resume_from
+                with self.lock:
+                    self.queue.insert(0, replace(job, resume_from=resume))
             else:
                 yield {"name": job.name, "state": "failed", "error": f"WorkerDied: {cause}"}
+        with self.lock:
+            self.halted = False
+        self._hand_out()
 
     def _start_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -203,6 +243,8 @@ class LocalExecutor:
         return self
 
     def __exit__(self, kind: type | None, *_: Any) -> None:
+        with self.lock:
+            self.halted = True  # a cancelled job's callback must not start another
         self._stop_pool(terminate=kind is not None)
         if self.handoff is not None:
             Path(self.handoff).unlink(missing_ok=True)

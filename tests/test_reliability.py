@@ -89,6 +89,12 @@ def test_a_worker_killed_with_sigkill_is_tried_again_on_the_data_the_sweep_read(
         "(a worker was killed by signal 9 (SIGKILL): out of memory?); tried again"
     )
     assert {o["name"]: o["state"] for o in result["outcomes"]} == {"adam-bs1": "finished", "adam-full": "finished"}
+    # the dead try is named by its params (its worker never wrote them), as the comparison reads a variant
+    params = tries[("adam-bs1", "FAILED")].data.params
+    assert (params["optimizer"], params["batch_size"], params["seed"]) == ("adam", "1", "0")
+    # the sweep's own process trained adam-full; the retry went to a new worker, whose death the sweep survives
+    processes = {name: r.data.tags["descent.process"] for (name, status), r in tries.items() if status == "FINISHED"}
+    assert processes["adam-full"] == str(os.getpid()) != processes["adam-bs1"]
     table = result["table"].set_index("variant")
     assert table.loc["adam-bs1", "run_id"] == tries[("adam-bs1", "FINISHED")].info.run_id
     assert list(table["status"]) == ["finished", "finished"]

@@ -208,3 +208,24 @@ def test_seeds_on_two_worker_processes_nest_every_run_and_compare_them(store):
     assert "The study notes' claims, measured on this data" in result["summary"]
     # two processes did the work: the sweep's own and one worker process
     assert len({c.data.tags["descent.process"] for c in children}) == 2
+
+
+@pytest.mark.slow
+def test_the_sweeps_own_process_trains_on_its_share_of_the_cores(store):
+    # TensorFlow fixes its thread pools when it first runs: the sweep sets its share before it builds a network,
+    # as each worker process does, so that its own process and the workers never ask for more cores than there are.
+    code = """
+import os
+import tensorflow as tf
+from pipelines.sweep import sweep
+from tests.conftest import tiny
+cfg = tiny(**{"sweep.optimizers": ["adam"], "sweep.batch_sizes": ["full", 16]})
+sweep(cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"workers": 2})}))
+print(tf.config.threading.get_intra_op_parallelism_threads(), max(1, (os.cpu_count() or 1) // 2))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=project_env(store), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    threads, share = done.stdout.split()[-2:]
+    assert threads == share

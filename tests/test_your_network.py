@@ -241,3 +241,32 @@ def test_an_edited_builder_file_is_another_study(tmp_path):
     path.write_text(path.read_text().replace("relu", "tanh"))
     assert study_digest(cfg) != before
     assert study_digest(tiny()) == tiny().digest()  # descent's own dense network: its code is the code version
+
+
+UNREGISTERED = """
+import keras
+
+
+class Halved(keras.layers.Layer):  # not registered: Keras cannot load a saved network that has it
+    def call(self, x):
+        return x / 2.0
+
+
+def build(input_shape, n_outputs, task):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(Halved(name="halved")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_outputs, activation="softmax", name="output")(x))
+"""
+
+
+@pytest.mark.slow
+def test_a_best_network_that_does_not_load_is_a_warning_not_a_failed_sweep(store, tmp_path, caplog):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "plain.py").write_text(UNREGISTERED)
+    values = {"model.builder": "nets/plain.py:build", "sweep.optimizers": ["adam"], "sweep.batch_sizes": [64]}
+    result = sweep(tiny(**ON_IMAGES | values))
+    assert result["model_uri"] is None
+    assert "does not load" in caplog.text and "register_keras_serializable" in caplog.text
+    client = MlflowClient(store)
+    assert client.get_run(result["parent_run_id"]).info.status == "FINISHED"
+    assert [o["state"] for o in result["outcomes"]] == ["finished"]
