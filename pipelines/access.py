@@ -69,7 +69,7 @@ def stop_at_refusal(outcomes: Iterator[dict], on_ray: bool = False) -> Iterator[
 
 def explain(status: int, endpoint: str = "", method: str = "") -> str:
     """What a 401 or 403 from `endpoint` means for this user, and what to do: one line."""
-    from pipelines.tracking import redacted, tracking_uri
+    from pipelines.backend import redacted, tracking_uri
 
     server, user = redacted(tracking_uri()), os.environ.get(USER)
     if status == 401:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import BaseFileLock, Timeout
 
-from pipelines import cli, owners, tracking
+from pipelines import backend, cli, owners
 from pipelines.owners import Busy, Owner
 
 log = logging.getLogger("descent")
@@ -45,7 +45,7 @@ class Holder:
 def hold(name: str, timeout: float, stale_after: float, grace: float) -> Iterator[None]:
     """Hold machine lock `name`: wait up to `timeout` seconds for a live holder (then raise Busy), stop a holder
     silent for longer than `stale_after` seconds (SIGTERM, SIGKILL after `grace` seconds) and take the lock over."""
-    lock = tracking.machine_lock(name)
+    lock = backend.machine_lock(name)
     marker = Path(lock.lock_file).with_suffix(".owner")
     _acquire(lock, marker, timeout, stale_after, grace)
     beats = os.environ.get(cli.HEARTBEAT, "")

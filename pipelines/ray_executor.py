@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from components.errors import InputError
-from pipelines import cli, terminal, tracking
+from pipelines import backend, cli, terminal, tracking
 from pipelines.config import RayConfig
 from pipelines.prepare import Prepared
 from pipelines.workers import DIED, Job, run_job, use_cores
@@ -28,10 +28,10 @@ TICK = 30.0  # seconds between the sweep's looks at its signals and heartbeat wh
 def check_ray() -> None:
     """Refuse, before any run starts, what cannot work: Ray missing, or a store that Ray workers cannot share."""
     _import_ray()
-    if tracking.is_local_store():
+    if backend.is_local_store():
         raise InputError(
             f"sweep.executor=ray needs a tracking server that every Ray worker reaches, not the local store "
-            f"{tracking.tracking_uri()}: start one ({SERVER}) and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
+            f"{backend.tracking_uri()}: start one ({SERVER}) and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
         )
 
 
@@ -67,7 +67,7 @@ class RayExecutor:
             self.started = _connect(self.ray, self.settings.address)
             self.data = self.ray.put(self.prepared)  # one copy in the object store: no node needs the data file
             self.task = self.ray.remote(_attempt)
-            self.store = tracking.tracking_uri()
+            self.store = backend.tracking_uri()
             self.folder = os.getcwd()  # where relative paths (model.builder) are read from, on every node that has it
         s = self.settings
         options = self.task.options(

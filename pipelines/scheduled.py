@@ -11,7 +11,7 @@ import logging
 import sys
 
 from components.compare import RANKING
-from pipelines import access, cli, locks, registry, tracking
+from pipelines import access, backend, cli, locks, registry, tracking
 from pipelines.config import Config
 from pipelines.owners import Busy
 from pipelines.prepare import prepare
@@ -26,7 +26,7 @@ def scheduled(cfg: Config, force: bool = False) -> int:
     s = cfg.schedule
     check_model(cfg)  # a builder that is not there is bad input now, not after waiting for the server and the lock
     access.note(model=s.model_name)
-    tracking.wait_for_server(s.tracking_retries, s.tracking_backoff)
+    backend.wait_for_server(s.tracking_retries, s.tracking_backoff)
     # One trigger per experiment at a time: a live one is waited for (skipped, with on_overlap: skip) up to
     # lock_timeout, then this trigger exits 75; a hung one (silent for stale_after) is stopped and taken over.
     with contextlib.ExitStack() as held:
@@ -108,7 +108,7 @@ def _entry(argv: list[str] | None) -> int:
     args = p.parse_args(argv)
     try:
         return scheduled(cli.config_from(args), force=args.force)
-    except tracking.TrackingUnavailable as exc:
+    except backend.TrackingUnavailable as exc:
         print(f"descent: error: {exc}", file=sys.stderr)
         return cli.EXIT_UNAVAILABLE
 

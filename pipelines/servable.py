@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from pipelines import access, tracking
+from pipelines import access, models, tracking
 from pipelines.config import Config
 from pipelines.prepare import Prepared
 from pipelines.train import builder_code
@@ -29,7 +29,7 @@ def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str 
     if uri:  # tracking.log_models: all, or logged by the sweep this one resumed
         return uri
     try:
-        network = tracking.load_network(run_id)
+        network = models.load_network(run_id)
     except Exception as exc:
         if access.refusal(exc):
             raise
@@ -46,6 +46,6 @@ def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str 
         log.warning("descent: warning: the best variant's run %s kept no network: its model is not logged", run_id)
         return None
     code = builder_code(cfg)  # the user's builder, with custom layers the model needs to load
-    uri = tracking.log_servable_model(prepared.preprocessor, network, prepared.example, code, run_id=run_id)
+    uri = models.log_servable_model(prepared.preprocessor, network, prepared.example, code, run_id=run_id)
     tracking.set_tags_on(run_id, {"descent.model_uri": uri})
     return uri

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipelines import cli, tracking
+from pipelines import backend, cli, tracking
 from pipelines.config import Config, flatten
 from pipelines.prepare import prepare
 from pipelines.train import log_data_record, run_tags
@@ -48,7 +48,7 @@ def _entry(argv: list[str] | None) -> None:
         report["max_share_deviation"],
         report["rows_in_two_splits"],
     )
-    log.info("see it: %s", tracking.ui_command())
+    log.info("see it: %s", backend.ui_command())
 
 
 def console() -> None:

@@ -16,7 +16,7 @@ from components.compare import RANKING
 from components.errors import InputError
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import access, cli, grouping, locks, owners, tracking
+from pipelines import access, backend, cli, grouping, locks, owners, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten, parse_value
 from pipelines.plan import plan_jobs
@@ -80,7 +80,7 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
 
 def study_lock(experiment_id: str, tags: dict[str, str]) -> str:
     """The name of the machine-wide lock of one study (experiment, data, config and code) on one tracking store."""
-    study = [tracking.tracking_uri(), experiment_id, *(tags[k] for k in MATCH)]
+    study = [backend.tracking_uri(), experiment_id, *(tags[k] for k in MATCH)]
     return "study-" + hashlib.sha256("\n".join(study).encode()).hexdigest()[:16]
 
 
@@ -261,7 +261,7 @@ def _entry(argv: list[str] | None) -> int:
     print(result["summary"].split("\n| variant")[0].rstrip())
     print("\nVariants, best first (ranked on the final validation metric):")
     print(terminal_table(table, result["task"]).to_string(index=False))
-    log.info("\nsee the variants side by side: %s", tracking.ui_command())
+    log.info("\nsee the variants side by side: %s", backend.ui_command())
     log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
     log.info(grouping.hint(result["experiment_id"], result["parent_run_id"], cfg.sweep.seeds))
     if not table["status"].isin(["finished", "diverged"]).any():

@@ -1,4 +1,5 @@
-"""The one place that talks to MLflow: where runs go, how they start and end, what they record."""
+"""Runs in MLflow: where they go, how they start and end, what they record (the store itself: backend.py; a run's
+network and servable model: models.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -14,134 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import mlflow
 import numpy as np
 import pandas as pd
-import sqlalchemy
 import yaml
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from components import records
 from components.data import frame_digest
 from components.errors import InputError
 from components.split import Split
+from pipelines.backend import ensure_store, is_remote, machine_lock, redacted, tracking_uri
 
 log = logging.getLogger("descent")
 # MLflow sets its logger to INFO when imported; its per-model lines ("Validating input example
 # against model signature") would bury descent's one line per variant.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
-SERVING_MODEL = Path(__file__).resolve().parent / "serving_model.py"
-COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 MAX_PARAM_LENGTH = 6000
-
-
-@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
-def _sqlite_wal(connection: Any, _: Any) -> None:
-    """A sqlite store in write-ahead-log mode, synced at checkpoints rather than at every commit.
-
-    A variant run is a handful of small commits; each waited for the disk (~10-20 ms, as long as training a
-    small variant). In WAL mode a commit appends to mlflow.db-wal and returns; a crash of descent loses nothing,
-    a power cut at most the last commits, never the database (MLflow's own bulk import uses WAL too). Readers
-    (the MLflow UI) no longer block writers. WAL needs a local disk, as the sqlite store does anyway.
-    """
-    if isinstance(connection, sqlite3.Connection):
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else a sqlite file in the working directory (MLflow 3's own default)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def is_remote() -> bool:
-    return tracking_uri().startswith(("http://", "https://"))
-
-
-def is_local_store() -> bool:
-    """Whether runs go to files on this machine (a sqlite file, ./mlruns), out of other machines' reach."""
-    return urlsplit(tracking_uri()).scheme in ("", "file", "sqlite")
-
-
-def redacted(uri: str) -> str:
-    """A URI fit to print: any user:password@ part replaced."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def ui_command() -> str:
-    """The command that opens the MLflow UI on this tracking store."""
-    if is_remote():
-        return f"open {redacted(tracking_uri())}"
-    return f"descent-ui (or: mlflow ui --backend-store-uri {tracking_uri()})"
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking server did not answer; scheduled runs exit 75 (try again later)."""
-
-
-def wait_for_server(retries: int, backoff: float) -> None:
-    """For an http(s) tracking URI, poll /health with exponential backoff; raise TrackingUnavailable."""
-    if not is_remote():
-        return
-    url = tracking_uri().rstrip("/")
-    delay = backoff
-    for attempt in range(1, retries + 1):
-        if healthy(url, timeout=5):
-            return
-        if attempt < retries:
-            log.info(
-                "tracking server %s not reachable (try %d of %d); retrying in %.0f s",
-                redacted(url),
-                attempt,
-                retries,
-                delay,
-            )
-            time.sleep(delay)
-            delay *= 2
-    raise TrackingUnavailable(
-        f"tracking server {redacted(url)} did not answer after {retries} tries: start it or fix MLFLOW_TRACKING_URI"
-    )
-
-
-def healthy(url: str, timeout: float) -> bool:
-    """Whether an MLflow server answers 200 on /health."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-def ensure_store() -> None:
-    """Create a sqlite store's schema once, under a file lock: parallel first-time creation crashes."""
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///") or uri in _READY:
-        return
-    from filelock import FileLock
-
-    database = Path(uri.removeprefix("sqlite:///"))
-    if not database.parent.is_dir():
-        raise InputError(
-            f"tracking store folder {database.parent} does not exist: create it or fix MLFLOW_TRACKING_URI"
-        )
-    with FileLock(f"{database}.lock"):
-        MlflowClient(uri).search_experiments(max_results=1)
-    _READY.add(uri)
-
-
-_READY: set[str] = set()
 
 
 @contextmanager
@@ -278,24 +169,6 @@ def _check_writable(location: str, name: str) -> None:
         ) from None
 
 
-def machine_lock(name: str, timeout: float = -1) -> Any:
-    """A file lock shared by every descent process on this machine, whichever user runs it."""
-    from filelock import FileLock
-
-    return FileLock(lock_path(name), timeout=timeout, mode=0o666)
-
-
-def lock_path(name: str) -> str:
-    """The file of a machine-wide lock (one per experiment or store)."""
-    folder = Path(tempfile.gettempdir()) / "descent-locks"
-    if not folder.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(PermissionError):  # like /tmp itself: everyone may add a lock file
-            folder.chmod(0o1777)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return str(folder / f"{safe}.lock")
-
-
 def log_params(params: dict[str, Any]) -> None:
     """Log params, leaving alone those the launching `mlflow run` already recorded from -P values."""
     run_id = mlflow.active_run().info.run_id
@@ -379,70 +252,6 @@ def log_yaml(data: dict, artifact_file: str) -> None:
 
 def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
-
-
-NETWORK = Path("network/network.keras")
-
-
-def log_network(network: Any) -> None:
-    """The trained network alone (Keras' own .keras file) as the active run's network/network.keras: ~15 ms, where a
-    servable model costs ~0.3 s; the sweep makes its best variant's servable model from it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / NETWORK.name
-        network.save(path)
-        mlflow.log_artifact(str(path), str(NETWORK.parent))
-
-
-def load_network(run_id: str) -> Any:
-    """The network a variant run kept (log_network), loaded; None when it kept none."""
-    import keras
-
-    if not any(f.path == str(NETWORK) for f in client().list_artifacts(run_id, str(NETWORK.parent))):
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return keras.saving.load_model(client().download_artifacts(run_id, str(NETWORK), tmp), compile=False)
-
-
-def log_servable_model(
-    preprocessor: Any,
-    network: Any,
-    example: pd.DataFrame | np.ndarray,
-    code: list[Path] = (),
-    run_id: str | None = None,
-) -> str:
-    """Log preprocessor + network as one pyfunc model taking raw rows (or samples, for array data), on the active
-    run or on run `run_id` (one that has ended); returns its model URI.
-
-    `code`: files logged with descent's components as the model's code (the user's builder).
-    """
-    import joblib
-
-    with tempfile.TemporaryDirectory() as tmp:
-        network_path = Path(tmp) / "network.keras"
-        preprocessor_path = Path(tmp) / "preprocessor.joblib"
-        network.save(network_path)
-        joblib.dump(preprocessor, preprocessor_path)
-        outputs = pd.DataFrame(
-            {"prediction": preprocessor.decode(network(preprocessor.transform(example), training=False).numpy())}
-        )
-        # No input_example: with one, MLflow reloads the model to predict it, half the cost of logging
-        # a model per variant. The signature still documents the input; CI serves a model end to end.
-        model = {
-            "name": "model",
-            "python_model": str(SERVING_MODEL),
-            "artifacts": {"network": str(network_path), "preprocessor": str(preprocessor_path)},
-            "code_paths": [str(COMPONENTS), *map(str, code)],
-            "model_config": {"imports": [Path(path).stem for path in code]},  # custom layers register on import
-            "signature": infer_signature(example, outputs),
-            "pip_requirements": _requirements(),
-        }
-        if run_id is None:
-            info = mlflow.pyfunc.log_model(**model)
-        else:  # what mlflow.pyfunc.log_model does for the active run, for another one
-            info = mlflow.models.Model.log(
-                artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, flavor_name="pyfunc.ModelFromCode", **model
-            )
-    return info.model_uri
 
 
 def flush() -> None:
@@ -576,12 +385,6 @@ def runs_page(experiment_id: str) -> str:
     """The URL of an experiment's runs table (where a sweep's parent expands to its variants)."""
     base = redacted(tracking_uri()).rstrip("/") if is_remote() else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "tensorflow", "keras", "scikit-learn", "pandas", "joblib")]
 
 
 def _text(value: Any) -> str:

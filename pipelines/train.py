@@ -13,7 +13,7 @@ from components.errors import InputError
 from components.model import check_activation
 from components.optimizers import BatchRegime, batch_regime, check_optimizer
 from components.train import Trainer
-from pipelines import cli, fitting, owners, system_metrics, tracking
+from pipelines import backend, cli, fitting, models, owners, system_metrics, tracking
 from pipelines.config import Config, flatten
 from pipelines.fitting import build_network
 from pipelines.grouping import group_tags
@@ -91,10 +91,10 @@ def train(
         elif parent_run_id is None or cfg.tracking.log_models == "all":
             tracking.flush()  # the model records the run's metrics when it is logged
             code = builder_code(cfg)
-            result["model_uri"] = tracking.log_servable_model(prepared.preprocessor, network, prepared.example, code)
+            result["model_uri"] = models.log_servable_model(prepared.preprocessor, network, prepared.example, code)
             tracking.later(tags={"descent.model_uri": result["model_uri"]})
         else:  # the sweep logs its best variant's servable model from it (tracking.log_models: best)
-            tracking.log_network(network)
+            models.log_network(network)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
         result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result
@@ -229,7 +229,7 @@ def _entry(argv: list[str] | None) -> None:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k.startswith("test_"))
     state = "diverged" if result["diverged"] else "finished"
     log.info("%s %s: %s (%.1f s)", result["name"], state, shown, final["train_seconds"])
-    log.info("see it: %s", tracking.ui_command())
+    log.info("see it: %s", backend.ui_command())
 
 
 def console() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from components.errors import InputError
-from pipelines import cli, terminal, tracking
+from pipelines import backend, cli, terminal, tracking
 from pipelines.browser import capture_grouped, capture_sweep
 from pipelines.compare import latest_sweep
 from pipelines.config import load_config
@@ -80,7 +80,7 @@ def _wait_healthy(server: subprocess.Popen, url: str, timeout: float, output: IO
             output.seek(0)
             reason = output.read().strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"mlflow server exited with code {server.returncode}: {reason[0]}")
-        if tracking.healthy(url, timeout=2):
+        if backend.healthy(url, timeout=2):
             return
         time.sleep(0.3)
     raise RuntimeError(f"mlflow server did not answer on {url}/health within {timeout:.0f} s")
@@ -99,8 +99,8 @@ def _entry(argv: list[str] | None) -> None:
     cfg = load_config(args.config or None, args.overrides)
     parent = latest_sweep(cfg.experiment)
     experiment = parent.info.experiment_id
-    uri = tracking.tracking_uri()
-    remote = tracking.is_remote()
+    uri = backend.tracking_uri()
+    remote = backend.is_remote()
     if args.screenshot:
         children = [c.info.run_name for c in tracking.children(parent)]
         port = free_port()

@@ -124,6 +124,7 @@ class LocalExecutor:
         # Jobs are handed to idle workers from the pool's thread too (a job's end), while this one trains its own.
         self.lock = threading.RLock()
         self.halted = False  # the pool is being stopped: hand out nothing until it is replaced
+        self.consumer = threading.get_ident()  # the thread that reads the outcomes (and may replace the pool)
 
     def submit(self, job: Job) -> None:
         with self.lock:
@@ -132,17 +133,20 @@ class LocalExecutor:
 
     def outcomes(self) -> Iterator[dict]:
         """Each job's outcome as it finishes, including jobs submitted while iterating."""
+        self.consumer = threading.get_ident()
         while True:
+            self._hand_out()
             with self.lock:
                 if not (self.queue or self.pending):
                     return
-                done = [future for future in self.pending if future.done()]
+                waiting = list(self.pending)  # the pool's thread adds to it as it hands out jobs
+                done = [future for future in waiting if future.done()]
                 mine = None if done else self._mine()
             if mine is not None:  # this process trains the next job no worker has taken
                 yield run_job(mine, self.prepared)
                 continue
             if not done:
-                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
             broken = []
             for future in done:
                 with self.lock:
@@ -164,7 +168,13 @@ class LocalExecutor:
                 job = self.queue.pop(0)
                 try:
                     future = self.pool.submit(run_job, job)
-                except (BrokenProcessPool, RuntimeError):  # the pool broke or is shutting down: outcomes() recovers
+                except BrokenProcessPool:
+                    self.queue.insert(0, job)
+                    if self.pending or threading.get_ident() != self.consumer:
+                        return  # outcomes() recovers the jobs the broken pool held
+                    self._stop_pool()  # a worker died while idle: no job was lost with it; a new pool takes them
+                    continue
+                except RuntimeError:  # the pool is shutting down
                     self.queue.insert(0, job)
                     return
                 self.pending[future] = job

@@ -12,7 +12,7 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from pipelines import cli, tracking
+from pipelines import backend, cli
 from pipelines.owners import Busy
 from pipelines.scheduled import _entry as scheduled_entry
 from pipelines.scheduled import scheduled
@@ -65,7 +65,7 @@ def test_runs_once_skips_when_unchanged_and_keeps_the_better_champion(store, cap
 
 def test_an_overlapping_trigger_skips_or_waits_then_says_try_later(store, caplog):
     caplog.set_level("INFO", logger="descent")
-    with FileLock(tracking.lock_path("experiment-descent")):  # a holder that says nothing about itself
+    with FileLock(backend.lock_path("experiment-descent")):  # a holder that says nothing about itself
         assert scheduled(tiny(**GRID, **{"schedule.on_overlap": "skip"})) == 0
         with pytest.raises(Busy, match=r"another descent run holds .*experiment-descent.lock .*waited 1 s"):
             scheduled(tiny(**GRID, **{"schedule.on_overlap": "wait", "schedule.lock_timeout": 1}))  # exit 75
@@ -160,11 +160,9 @@ def test_lock_files_can_be_shared_by_every_user_of_the_machine(tmp_path, monkeyp
     import stat
     import tempfile
 
-    from pipelines import tracking
-
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    with tracking.machine_lock("experiment-x"):
-        path = Path(tracking.lock_path("experiment-x"))
+    with backend.machine_lock("experiment-x"):
+        path = Path(backend.lock_path("experiment-x"))
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o1777  # like /tmp: anyone adds, only owners remove
         assert stat.S_IMODE(path.stat().st_mode) == 0o666
 

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 import pipelines.train as train_pipeline
 from components.data import load_dataset
 from components.errors import InputError
-from pipelines import cli, fitting, tracking
+from pipelines import cli, fitting, models
 from pipelines.compare import compare
 from pipelines.sweep import _entry as sweep_entry
 from pipelines.sweep import sweep
@@ -125,7 +125,7 @@ def test_only_the_best_variant_gets_a_servable_model_unless_all(store):
         assert [a.path for a in client.list_artifacts(child.info.run_id, "network")] == ["network/network.keras"]
     rows = load_dataset("iris").features.head(5)
     predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(rows)["prediction"]
-    network = tracking.load_network(best["run_id"])
+    network = models.load_network(best["run_id"])
     expected = load_dataset("iris").target.sort_values().unique()[network.predict(_inputs(rows), verbose=0).argmax(1)]
     assert list(predictions) == list(expected)
     everything = sweep(tiny(**GRID, **{"tracking.log_models": "all"}), fresh=True)
