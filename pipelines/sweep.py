@@ -260,7 +260,7 @@ def _entry(argv: list[str] | None) -> int:
     table = result["table"]
     print(result["summary"].split("\n| variant")[0].rstrip())
     print("\nVariants, best first (ranked on the final validation metric):")
-    print(terminal_table(table, result["task"]).to_string(index=False))
+    print(terminal_table(table, result["task"]))
     log.info("\nsee the variants side by side: %s", backend.ui_command())
     log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
     log.info(grouping.hint(result["experiment_id"], result["parent_run_id"], cfg.sweep.seeds))
@@ -285,13 +285,15 @@ def failures(cfg: Config, table: Any) -> str | None:
     )
 
 
-def terminal_table(table: Any, task: str) -> Any:
-    """The columns a person reads first, rounded for a terminal."""
+def terminal_table(table: Any, task: str) -> str:
+    """The columns a person reads first, rounded for a terminal; "-" where there is no value (a target never
+    reached, a score a failed variant has not)."""
     key = RANKING[task][0]
     test = "test_" + key.removeprefix("val_")
     columns = ["variant", "status", "learning_rate", f"final_{key}", test, "train_seconds", "updates"]
     shown = table[[*columns, "seconds_to_target"]].rename(columns={"learning_rate": "lr"})
-    return shown.rename(columns={f"final_{key}": key, "train_seconds": "seconds"}).round(4)
+    shown = shown.rename(columns={f"final_{key}": key, "train_seconds": "seconds"}).round(4)
+    return shown.to_string(index=False, na_rep="-")
 
 
 def console() -> None:

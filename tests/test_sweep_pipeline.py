@@ -229,3 +229,33 @@ print(tf.config.threading.get_intra_op_parallelism_threads(), max(1, (os.cpu_cou
     assert done.returncode == 0, done.stderr[-3000:]
     threads, share = done.stdout.split()[-2:]
     assert threads == share
+
+
+def test_the_terminal_table_shows_a_dash_where_there_is_no_value():
+    from pipelines.sweep import terminal_table
+
+    table = pd.DataFrame(
+        {
+            "variant": ["adam-bs32", "sgd-full"],
+            "status": ["finished", "finished"],
+            "learning_rate": [0.003, 0.01],
+            "final_val_accuracy": [0.98148, 0.19630],
+            "test_accuracy": [0.95926, 0.15556],
+            "train_seconds": [0.03, 0.0092],
+            "updates": [200.0, 20.0],
+            "seconds_to_target": [0.0081, float("nan")],  # sgd-full never reached the target
+        }
+    )
+    lines = terminal_table(table, "classification").splitlines()
+    assert lines[0].split() == [
+        "variant",
+        "status",
+        "lr",
+        "val_accuracy",
+        "test_accuracy",
+        "seconds",
+        "updates",
+        "seconds_to_target",
+    ]
+    assert lines[1].split() == ["adam-bs32", "finished", "0.003", "0.9815", "0.9593", "0.0300", "200.0", "0.0081"]
+    assert lines[2].split()[-1] == "-" and "NaN" not in "\n".join(lines)
