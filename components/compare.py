@@ -388,13 +388,9 @@ def _styles(records: list[VariantRecord]) -> dict[str, dict]:
 
 
 def _first_reach(h: pd.DataFrame, key: str, higher: bool, target: float | None) -> dict:
-    if target is None or key not in h:
-        return {}
-    hit = h[h[key] >= target] if higher else h[h[key] <= target]
-    if hit.empty:
-        return {}
-    row = hit.iloc[0]
-    return {"epoch": int(row["epoch"]), "updates": float(row["updates"]), "seconds": float(row["seconds"])}
+    """first_reach on the per-epoch history (a run without validation checks): its epoch a whole one."""
+    reached = first_reach(h.rename(columns={"seconds": "train_seconds"}), key, higher, target)
+    return reached | {"epoch": int(reached["epoch"])} if reached else {}
 
 
 def _float(value: str | None) -> float:
