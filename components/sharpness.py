@@ -9,9 +9,7 @@ function of weight values (Keras' stateless_call), so the model's weights are ne
 
 from __future__ import annotations
 
-import json
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
+from components.graphs import architecture
 
 CHUNK_ROWS = 4096  # rows per step of the compiled loops: bounds memory on large samples, changes no result
 # Projected ascent moves each weight by this share of its box per step, divided by the steps (Madry et al. 2018's
@@ -250,7 +250,7 @@ def _compiled(
     """
     x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     key = (
-        _architecture(model),
+        architecture(model),
         loss,  # a name, function or Loss object: kept alive by the key, so never mistaken for another
         chunk_rows,
         (x.dtype, tuple(x.shape), y.dtype, tuple(y.shape)),
@@ -263,20 +263,4 @@ def _compiled(
     return compiled, (weights, [v.value for v in model.non_trainable_variables], x, y)
 
 
-def _architecture(model: keras.Model) -> str:
-    """The network's config and weight shapes, as text (read once per model)."""
-    if model not in _ARCHITECTURES:
-        try:
-            config = json.dumps(model.get_config(), sort_keys=True, default=repr)
-        except (NotImplementedError, TypeError, ValueError):  # a subclassed model without a config: its own graphs
-            config = f"model-{id(model)}"
-        shapes = [
-            [(tuple(v.shape), str(v.dtype)) for v in vs]
-            for vs in (model.trainable_variables, model.non_trainable_variables)
-        ]
-        _ARCHITECTURES[model] = f"{config} {shapes}"
-    return _ARCHITECTURES[model]
-
-
 _COMPILED: dict[tuple, _Compiled] = {}
-_ARCHITECTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -50,9 +50,7 @@ def capture_sweep(url: str, experiment_id: str, parent_run_id: str, children: li
         page.goto(f"{url}/#/experiments/{experiment_id}/runs")
         parent_link = page.locator(f'a[href$="/runs/{parent_run_id}"]').first
         parent_link.wait_for(timeout=60_000)
-        assistant = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
-        if assistant.count():
-            assistant.first.click()
+        _close_assistant(page)
         row = page.locator('div[role="row"]', has=parent_link)
         row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
         _wait_for_any(page, children)

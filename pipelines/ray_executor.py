@@ -17,7 +17,7 @@ from components.errors import InputError
 from pipelines import backend, cli, terminal, tracking
 from pipelines.config import RayConfig
 from pipelines.prepare import Prepared
-from pipelines.workers import DIED, Job, run_job, use_cores
+from pipelines.workers import DIED, Job, job_record, run_job, use_cores
 
 log = logging.getLogger("descent")
 INSTALL = "pip install -e '.[ray]'"
@@ -97,13 +97,15 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
             died = not isinstance(exc, (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError))
+            params = job_record(job, len(self.prepared.split.train))[1]
             if not died or self.tries.get(job.name, 0) >= self.settings.max_retries:
-                return _outcome(ray, ref, job)
+                return _failed(job, exc, params)
+            reason = _reason(exc)
             orphans = tracking.running(job.parent_run_id, job.name)  # its worker is gone: nobody else ends them
             for run in orphans:
-                tracking.mark_failed(run.info.run_id, f"{DIED} ({_reason(exc)}); tried again")
+                tracking.mark_failed(run.info.run_id, f"{DIED} ({reason}); tried again", params)
             self.tries[job.name] = self.tries.get(job.name, 0) + 1
-            log.info("%s lost its Ray worker (%s); trying it again", job.name, _reason(exc))
+            log.info("%s lost its Ray worker (%s); trying it again", job.name, reason)
             self.submit(replace(job, resume_from=orphans[0].info.run_id if orphans else job.resume_from))
             return None
 
@@ -146,9 +148,15 @@ def _outcome(ray: Any, ref: Any, job: Job) -> dict:
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
-        for run in tracking.running(job.parent_run_id, job.name):
-            tracking.mark_failed(run.info.run_id, f"{DIED} ({_reason(exc)})")
-        return {"name": job.name, "state": "failed", "error": _reason(exc)}
+        return _failed(job, exc)
+
+
+def _failed(job: Job, exc: Exception, params: dict[str, Any] | None = None) -> dict:
+    """The failed outcome of a task that failed or whose worker died; its runs left open end FAILED."""
+    reason = _reason(exc)
+    for run in tracking.running(job.parent_run_id, job.name):
+        tracking.mark_failed(run.info.run_id, f"{DIED} ({reason})", params)
+    return {"name": job.name, "state": "failed", "error": reason}
 
 
 def _reason(exc: Exception) -> str:

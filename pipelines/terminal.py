@@ -93,10 +93,6 @@ def show_everything() -> None:
         STATE.terminal.flush()
 
 
-def is_quiet() -> bool:
-    return STATE.quiet
-
-
 def setup_logging() -> None:
     """descent's own lines on stdout; other libraries' log records to the log file while quiet (else to stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
