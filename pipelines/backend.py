@@ -13,15 +13,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import sqlalchemy
-from mlflow.tracking import MlflowClient
-
 from components.errors import InputError
 
 log = logging.getLogger("descent")
 
 
-@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def use_wal() -> None:
+    """Open sqlite stores in write-ahead-log mode from now on, in this process (see _sqlite_wal)."""
+    import sqlalchemy
+
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _sqlite_wal):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sqlite_wal)
+
+
 def _sqlite_wal(connection: Any, _: Any) -> None:
     """A sqlite store in write-ahead-log mode, synced at checkpoints rather than at every commit.
 
@@ -107,18 +111,29 @@ def healthy(url: str, timeout: float) -> bool:
         return False
 
 
-def ensure_store() -> None:
-    """Create a sqlite store's schema once, under a file lock: parallel first-time creation crashes."""
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///") or uri in _READY:
+def check_store(uri: str | None = None) -> None:
+    """Refuse a sqlite store whose folder does not exist, in one line."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
         return
-    from filelock import FileLock
-
     database = Path(uri.removeprefix("sqlite:///"))
     if not database.parent.is_dir():
         raise InputError(
             f"tracking store folder {database.parent} does not exist: create it or fix MLFLOW_TRACKING_URI"
         )
+
+
+def ensure_store(uri: str | None = None) -> None:
+    """Create a sqlite store's schema once, under a file lock: parallel first-time creation crashes."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///") or uri in _READY:
+        return
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    check_store(uri)
+    database = Path(uri.removeprefix("sqlite:///"))
+    use_wal()
     with FileLock(f"{database}.lock"):
         MlflowClient(uri).search_experiments(max_results=1)
     _READY.add(uri)

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from components.errors import InputError
 from pipelines import access, terminal
@@ -113,20 +113,24 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
 
 
 def _keep_logs() -> None:
-    """The log files of this command (what was kept off the console) become logs/ of the run it made last."""
-    import mlflow
+    """The log files of this command (what was kept off the console) become logs/ of the run it ended last; then
+    its tracking writer, if any, writes what it was sent and stops."""
+    from pipelines import tracking, writer
 
     def upload(folder: object) -> None:
-        last = mlflow.last_active_run()
+        last = tracking.last_run_id()
         if last is not None:
-            from pipelines import tracking
-
-            tracking.log_folder_to(last.info.run_id, folder, "logs")
+            tracking.log_folder_to(last, folder, "logs")
 
     try:
         terminal.keep_logs(upload)
     except Exception as exc:  # the logs are a courtesy: never the reason a run fails
         print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
+    finally:
+        if "pipelines.models" in sys.modules:  # networks still being saved go to the store first
+            with contextlib.suppress(Exception):
+                sys.modules["pipelines.models"].saved()
+        writer.close()
 
 
 def handle_signals() -> None:
@@ -150,7 +154,25 @@ def stop(signum: int, frame: object) -> None:
         timer = threading.Timer(_DEADLINE[0], _exit_now, (signum,))
         timer.daemon = True
         timer.start()
+    if _DEFERRED:  # raised when the block that must not be cut ends
+        _DEFERRED[-1] = True
+        return
     raise _stopping()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A first SIGTERM or Ctrl+C that arrives in this block (in the main thread) raises when the block ends: a
+    message to the tracking writer is sent, and its answer read, whole."""
+    _DEFERRED.append(False)
+    try:
+        yield
+    finally:
+        arrived = _DEFERRED.pop()
+        if arrived and _DEFERRED:
+            _DEFERRED[-1] = True
+        elif arrived:
+            raise _stopping()
 
 
 def shutdown_within(seconds: float) -> None:
@@ -200,6 +222,7 @@ def stop_with_parent(pid: int) -> None:
 
 
 _PARENT: list[int] = []
+_DEFERRED: list[bool] = []  # open signals_deferred blocks: whether a signal arrived in each
 _STOP = threading.Event()
 _FIRST: list[int] = []  # the signal that started the shutdown
 _DEADLINE: list[float] = []

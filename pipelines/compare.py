@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from components.compare import VariantRecord, comparison_table, plot_comparison, summary_markdown, target_value
 from components.errors import InputError
@@ -16,12 +19,15 @@ from pipelines import cli, tracking
 log = logging.getLogger("descent")
 
 
-def compare(parent: Any, known: dict[str, dict] | None = None) -> dict:
+def compare(
+    parent: Any, known: dict[str, dict] | None = None, with_table: Callable[[pd.DataFrame], None] | None = None
+) -> dict:
     """Read every variant under the sweep run `parent`, log the comparison on it; returns table and summary.
 
     `known`: the results of variants trained by this sweep (train's result by run id): their per-epoch metrics
     and validation checks are taken from memory instead of being read back from the store (the same values;
-    `descent-compare` reads them all back).
+    `descent-compare` reads them all back). `with_table`: called with the table before the plots are drawn (the
+    sweep sends its best variant's servable model to be logged meanwhile).
     """
     params, tags = parent.data.params, parent.data.tags
     if tags.get("descent.kind") != "sweep":
@@ -39,6 +45,8 @@ def compare(parent: Any, known: dict[str, dict] | None = None) -> dict:
     table = comparison_table(records, task, target, None if threshold == "None" else float(threshold))
     title = f"Sweep {tags.get('mlflow.runName', parent.info.run_id)}: {len(records)} variants"
     summary = summary_markdown(table, task, target, title)
+    if with_table is not None:
+        with_table(table)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         table.to_csv(folder / "comparison.csv", index=False)

@@ -19,7 +19,7 @@ import numpy as np
 from components.builder import builder_source
 from components.measure import GradientProbe
 from components.model import build_model
-from components.networks import compile_with, fresh_session, initial_network
+from components.networks import compile_with, initial_network
 from components.optimizers import BatchRegime
 from components.sharpness import SharpnessProbe, SharpnessSettings, measure_sharpness
 from components.train import LOSSES, FitResult, Trainer, evaluate
@@ -34,10 +34,15 @@ log = logging.getLogger("descent")
 def build_network(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
     """The network for the data (the user's, or the dense one of model.hidden), its initial weights drawn from `seed`.
 
-    Every variant of one seed gets the same initial weights, whatever was built before it in the process.
+    Every variant of one seed gets the same initial weights, whatever was built before it in the process: the
+    network is the process's kept one (components/networks.py), which a variant of that seed then trains.
     """
-    fresh_session()  # a sweep builds many models in one process: start each from a clean graph
-    return _build(cfg, prepared, seed)
+    pre = prepared.preprocessor
+    spec = cfg.model.model_dump()
+    source = builder_source(spec["builder"]) if spec["builder"] else None
+    changed = source.stat().st_mtime_ns if source is not None and source.is_file() else None  # edited in between
+    key = [spec, changed, pre.input_shape, _digest(pre.input_stats), pre.n_outputs, prepared.split.task, seed]
+    return initial_network(key, lambda: _build(cfg, prepared, seed))
 
 
 def _build(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
@@ -54,12 +59,8 @@ def make_trainer(cfg: Config, prepared: Prepared, hyper: dict, batch_size: int) 
     The network and the optimizer are the process's kept ones when an earlier variant used the same (at their
     initial weights and state again, components/networks.py): no building, seeding or tracing a second time.
     """
-    t, pre, task = cfg.training, prepared.preprocessor, prepared.split.task
-    spec = cfg.model.model_dump()
-    source = builder_source(spec["builder"]) if spec["builder"] else None
-    changed = source.stat().st_mtime_ns if source is not None and source.is_file() else None  # edited in between
-    key = [spec, changed, pre.input_shape, _digest(pre.input_stats), pre.n_outputs, task, t.seed]
-    model = initial_network(key, lambda: _build(cfg, prepared, t.seed))
+    t, task = cfg.training, prepared.split.task
+    model = build_network(cfg, prepared, t.seed)
     compile_with(model, t.optimizer, hyper, task)
     probes = [gradient_probe(cfg, prepared)] if cfg.measure.gradients else []
     if cfg.measure.sharpness_per_epoch:

@@ -39,7 +39,7 @@ def view_state(sweep_run_id: str, tag: str) -> dict:
 def grouped_link(experiment_id: str, sweep_run_id: str, tag: str) -> str:
     """Save the grouped view on the experiment; the runs-view URL that opens it (in the chart view)."""
     key = f"descent-{sweep_run_id}-{tag}"
-    tracking.client().set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(view_state(sweep_run_id, tag)))
+    tracking.store().set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(view_state(sweep_run_id, tag)))
     return f"{tracking.runs_page(experiment_id)}?viewStateShareKey={key}&compareRunsMode=CHART"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 
 from pipelines import tracking
+from pipelines.backend import tracking_uri
 
 RUN, METRIC, DECISION = "descent.run_id", "descent.val_metric", "descent.decision"
 CHAMPION_VALUE = "descent.champion_value"  # the champion's value when the decision was made
@@ -22,6 +23,7 @@ def promote(model_uri: str, run_id: str, name: str, value: float, higher: bool) 
     c = tracking.client()
     version = _version_of(name, run_id)
     if version is None:
+        mlflow.set_tracking_uri(tracking_uri())  # mlflow.register_model's store: descent's
         version = mlflow.register_model(model_uri, name, tags={RUN: run_id, METRIC: str(value)})
     tags = dict(version.tags)
     if DECISION not in tags:

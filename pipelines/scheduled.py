@@ -15,7 +15,7 @@ from pipelines import access, backend, cli, locks, registry, tracking
 from pipelines.config import Config
 from pipelines.owners import Busy
 from pipelines.prepare import prepare
-from pipelines.sweep import MATCH, failures, sweep, sweep_tags
+from pipelines.study import MATCH, failures, sweep, sweep_tags
 from pipelines.train import check_model
 
 log = logging.getLogger("descent")

@@ -2,7 +2,8 @@
 
 With `tracking.log_models: best` (the default) each variant keeps only its trained network (network/network.keras);
 the servable model (preprocessor + network + signature, what `mlflow models serve` and the registry take) costs
-as much to log as a small variant costs to train, so the sweep makes it for its best variant alone.
+as much to log as a small variant costs to train, so the sweep makes it for its best variant alone, while it draws
+the comparison's plots.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from pipelines.train import builder_code
 log = logging.getLogger("descent")
 
 
-def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str | None:
-    """The model URI of the best finished variant of a comparison table, logging its servable model if it has none."""
+def send_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str | None:
+    """Log the servable model of the best finished variant of a comparison table, if it has none; returns that
+    variant's run id (None: no variant finished). Its URI becomes the run's descent.model_uri (see model_uri):
+    with a writer process, while this process goes on."""
     finished = table[table["status"] == "finished"]
     if finished.empty:
         return None
     run_id = finished.iloc[0]["run_id"]
-    uri = tracking.get_run(run_id).data.tags.get("descent.model_uri")
-    if uri:  # tracking.log_models: all, or logged by the sweep this one resumed
-        return uri
+    if tracking.get_run(run_id).data.tags.get("descent.model_uri"):  # tracking.log_models: all, or a resumed sweep's
+        return run_id
     try:
         network = models.load_network(run_id)
     except Exception as exc:
@@ -46,6 +48,10 @@ def log_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str 
         log.warning("descent: warning: the best variant's run %s kept no network: its model is not logged", run_id)
         return None
     code = builder_code(cfg)  # the user's builder, with custom layers the model needs to load
-    uri = models.log_servable_model(prepared.preprocessor, network, prepared.example, code, run_id=run_id)
-    tracking.set_tags_on(run_id, {"descent.model_uri": uri})
-    return uri
+    models.log_servable_model(prepared.preprocessor, network, prepared.example, code, run_id=run_id, tag=True)
+    return run_id
+
+
+def model_uri(run_id: str | None) -> str | None:
+    """The servable model URI of run `run_id` (send_best_model's), once it is logged."""
+    return tracking.get_run(run_id).data.tags.get("descent.model_uri") if run_id else None

@@ -14,17 +14,16 @@ from typing import Any
 from pipelines.config import TrackingConfig
 
 
-def record(settings: TrackingConfig, run_id: str) -> bool:
-    """Sample the machine for the active run `run_id` until it ends (mlflow.end_run stops it); False when off."""
-    if not settings.system_metrics or importlib.util.find_spec("psutil") is None:
-        return False
-    from mlflow.tracking import fluent
+def wanted(settings: TrackingConfig) -> bool:
+    """Whether variant runs record system metrics (on in the config, and psutil installed)."""
+    return settings.system_metrics and importlib.util.find_spec("psutil") is not None
 
-    monitor = _monitor_class()(run_id, sampling_interval=settings.system_metrics_interval)
-    monitor.start()
-    # mlflow.end_run finishes the monitor it finds here for the run it ends, as for start_run(log_system_metrics=True).
-    fluent.run_id_to_system_metrics_monitor[run_id] = monitor
-    return True
+
+def monitor(run_id: str, interval: float, uri: str) -> Any:
+    """Start sampling the machine for run `run_id` of the store at `uri`; `finish()` logs the last sample."""
+    sampler = _monitor_class()(run_id, sampling_interval=interval, tracking_uri=uri)
+    sampler.start()
+    return sampler
 
 
 @functools.cache

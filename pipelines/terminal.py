@@ -21,6 +21,7 @@ from components.errors import InputWarning
 
 LOG_DIR = "DESCENT_LOG_DIR"  # set by the entry point, inherited by its workers: where every process logs
 VERBOSE = "DESCENT_VERBOSE"  # "1": show everything, in this process and the ones it starts
+ROLE = "DESCENT_ROLE"  # what a process started by an entry point does (worker, writer): its log file's name
 SCRIPTS = {"descent": "sweep"}  # console scripts: descent-train -> train, ...
 
 
@@ -62,7 +63,8 @@ def start() -> None:
         _hush(folder / f"{name}.log", keep_terminal=True)
     elif os.environ.get(LOG_DIR) and Path(os.environ[LOG_DIR]).is_dir():
         # A worker of a descent process: its Python stderr goes to its log too (its parent reports for it).
-        _hush(Path(os.environ[LOG_DIR]) / f"worker-{os.getpid()}.log", keep_terminal=False)
+        role = os.environ.get(ROLE, "worker")
+        _hush(Path(os.environ[LOG_DIR]) / f"{role}-{os.getpid()}.log", keep_terminal=False)
 
 
 def _hush(log: Path, keep_terminal: bool) -> None:
@@ -98,6 +100,11 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for name in ("", "mlflow", "tensorflow", "absl"):  # "": the root logger, which the others propagate to
         _divert(name)
+
+
+def divert(logger: str) -> None:
+    """A library's logger imported after setup_logging: its records follow the same rule (call once it exists)."""
+    _divert(logger)
 
 
 def _divert(logger: str) -> None:

@@ -1,9 +1,12 @@
-"""Runs in MLflow: where they go, how they start and end, what they record (the store itself: backend.py; a run's
-network and servable model: models.py)."""
+"""Runs in MLflow: where they go, how they start and end, what they record (the store itself: backend.py and
+store.py; a run's network and servable model: models.py).
+
+Every record goes through `store()`: MLflow's client in this process, or the writer process when this process has
+one (pipelines/writer.py), so that a sweep's process trains while its records are written.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -12,27 +15,58 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.tracking import MlflowClient
 
 from components import records
 from components.data import frame_digest
 from components.errors import InputError
 from components.split import Split
-from pipelines.backend import ensure_store, is_remote, machine_lock, redacted, tracking_uri
+from pipelines import writer
+from pipelines.backend import is_remote, machine_lock, redacted, tracking_uri
 
 log = logging.getLogger("descent")
 # MLflow sets its logger to INFO when imported; its per-model lines ("Validating input example
 # against model signature") would bury descent's one line per variant.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 MAX_PARAM_LENGTH = 6000
+SAMPLE_ROWS = 1000  # rows of a dataset input sent to MLflow for its schema (its profile counts every row)
+
+
+def store() -> Any:
+    """This process's tracking store: its writer process if it has one for the current URI, else MLflow's client."""
+    uri = tracking_uri()
+    found = writer.active(uri)
+    if found is not None:
+        return found
+    from pipelines.store import direct
+
+    return direct(uri)
+
+
+def client() -> Any:
+    """MLflow's own client for the current store (the model registry, which the writer does not serve)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A run this process has open: `.info.run_id` and `.info.experiment_id`, as MLflow's active run has them."""
+
+    run_id: str
+    experiment_id: str
+
+    @property
+    def info(self) -> Opened:
+        return self
 
 
 @contextmanager
@@ -42,49 +76,69 @@ def run(
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
     run_id: str | None = None,
-) -> Iterator[Any]:
+) -> Iterator[Opened]:
     """Start, resume (`run_id`) or adopt (under `mlflow run`) a run; end it FINISHED, FAILED or KILLED.
 
     A run nested under `parent_run_id` (from this process or a worker's) goes in its parent's experiment,
-    whatever the config says, so the UI can nest it.
+    whatever the config says, so the UI can nest it. Runs started here carry MLflow's context tags (user,
+    source, git commit), as mlflow.start_run gives them.
     """
-    mlflow.set_tracking_uri(tracking_uri())
-    ensure_store()
+    s = store()
     # `mlflow run` hands its run over in MLFLOW_RUN_ID; take it once, so that runs nested under it
-    # are new runs (mlflow.start_run would otherwise resume the launched run again).
+    # are new runs.
     adopted = run_id or (None if parent_run_id else os.environ.pop("MLFLOW_RUN_ID", None))
     if adopted:
-        active = mlflow.start_run(run_id=adopted)
-        _warn_experiment(active, experiment)
-        _ADOPTED.add(active.info.run_id)
-        mlflow.set_tags({**(tags or {}), "mlflow.runName": run_name})
+        found = get_run(adopted)
+        s.reopen(adopted)
+        _warn_experiment(found.info.experiment_id, experiment)
+        _ADOPTED.add(adopted)
+        s.log_batch(adopted, tags={**(tags or {}), "mlflow.runName": run_name})
+        opened = Opened(adopted, found.info.experiment_id)
     else:
         where = experiment_of(parent_run_id) if parent_run_id else experiment_id(experiment)
-        active = mlflow.start_run(
-            experiment_id=where,
-            run_name=run_name,
-            nested=parent_run_id is not None,
-            parent_run_id=parent_run_id,
-            tags=tags or {},
-        )
-    run_id = active.info.run_id
+        labels = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+        made = s.create_run(where, run_name, labels, int(time.time() * 1000), context=True)
+        opened = Opened(made, where)
+        if parent_run_id:
+            _EXPERIMENT_OF[made] = where
+    _ACTIVE.append(opened)
     try:
-        yield active
+        yield opened
     except KeyboardInterrupt:
-        _write_pending(run_id)
-        mlflow.end_run("KILLED")
+        _end(opened, "KILLED")
         raise
     except BaseException as exc:
         later(tags={"descent.error": f"{type(exc).__name__}: {exc}"[:5000]})
-        _write_pending(run_id)
-        mlflow.end_run("FAILED")
+        _end(opened, "FAILED")
         raise
     else:
-        _write_pending(run_id)
-        mlflow.end_run("FINISHED")
+        _end(opened, "FINISHED")
 
 
+def _end(opened: Opened, status: str) -> None:
+    try:
+        _write_pending(opened.run_id)
+        store().end(opened.run_id, status)
+        _LAST[:] = [opened.run_id]
+    finally:
+        _ACTIVE.remove(opened)
+
+
+_ACTIVE: list[Opened] = []  # the runs this process has open, innermost last
+_LAST: list[str] = []  # the run this process ended last
 _ADOPTED: set[str] = set()  # runs `mlflow run` created: their -P values are params already
+
+
+def active() -> Opened:
+    """The innermost run this process has open."""
+    if not _ACTIVE:
+        raise RuntimeError("no run is open in this process")
+    return _ACTIVE[-1]
+
+
+def last_run_id() -> str | None:
+    """The run this process ended last (where its log files go)."""
+    return _LAST[0] if _LAST else None
 
 
 def later(
@@ -96,7 +150,7 @@ def later(
     written in a handful of batches (its creation with its tags, its metric batches, this, its end), not
     one write per call. What a failed or interrupted run queued is written all the same.
     """
-    pending = _PENDING.setdefault(mlflow.active_run().info.run_id, {"params": {}, "metrics": {}, "tags": {}})
+    pending = _PENDING.setdefault(active().run_id, {"params": {}, "metrics": {}, "tags": {}})
     pending["params"].update(params or {})
     pending["metrics"].update(metrics or {})
     pending["tags"].update(tags or {})
@@ -109,36 +163,19 @@ def _write_pending(run_id: str) -> None:
     pending = _PENDING.pop(run_id, None)
     if pending is None:
         return
-    from mlflow.entities import Metric, Param, RunTag
-
     params = {k: _text(v)[:MAX_PARAM_LENGTH] for k, v in pending["params"].items()}
     if params and run_id in _ADOPTED:  # leave alone what the launching `mlflow run` recorded from -P values
-        present = client().get_run(run_id).data.params
+        present = get_run(run_id).data.params
         params = {k: v for k, v in params.items() if k not in present}
     now = int(time.time() * 1000)
-    write_batch(
-        run_id,
-        [Metric(k, float(v), now, 0) for k, v in pending["metrics"].items()],
-        [Param(k, v) for k, v in params.items()],
-        [RunTag(k, str(v)) for k, v in pending["tags"].items()],
-    )
-
-
-def write_batch(run_id: str, metrics: list, params: list | None = None, tags: list | None = None) -> None:
-    """Metrics, params and tags in as few calls as MLflow allows (1,000 entries a call, 100 params, 100 tags)."""
-    params, tags, c = list(params or []), list(tags or []), client()
-    while metrics or params or tags:
-        some_params, some_tags = params[:100], tags[:100]
-        room = 1000 - len(some_params) - len(some_tags)
-        c.log_batch(run_id, metrics=metrics[:room], params=some_params, tags=some_tags)
-        metrics, params, tags = metrics[room:], params[100:], tags[100:]
+    points = [(k, float(v), now, 0) for k, v in pending["metrics"].items()]
+    store().log_batch(run_id, points, params, {k: str(v) for k, v in pending["tags"].items()})
 
 
 def experiment_id(name: str) -> str:
     """The id of the experiment called `name`, created when missing; refuses deleted or unwritable ones."""
-    ensure_store()
-    c = client()
-    found = c.get_experiment_by_name(name)
+    s = store()
+    found = s.experiment_by_name(name)
     if found is not None and found.lifecycle_stage == "deleted":
         raise InputError(
             f"experiment {name!r} is deleted: restore it (mlflow experiments restore --experiment-id "
@@ -146,9 +183,9 @@ def experiment_id(name: str) -> str:
         )
     if found is None:
         with machine_lock(f"create-{name}"):  # two triggers creating the same experiment
-            found = c.get_experiment_by_name(name)
+            found = s.experiment_by_name(name)
             if found is None:
-                found = c.get_experiment(c.create_experiment(name))
+                found = s.experiment(s.create_experiment(name))
     _check_writable(found.artifact_location, name)
     return found.experiment_id
 
@@ -171,16 +208,17 @@ def _check_writable(location: str, name: str) -> None:
 
 def log_params(params: dict[str, Any]) -> None:
     """Log params, leaving alone those the launching `mlflow run` already recorded from -P values."""
-    run_id = mlflow.active_run().info.run_id
-    present = client().get_run(run_id).data.params if run_id in _ADOPTED else {}
+    run_id = active().run_id
+    present = get_run(run_id).data.params if run_id in _ADOPTED else {}
     fresh = {k: _text(v)[:MAX_PARAM_LENGTH] for k, v in params.items() if k not in present}
     if fresh:
-        mlflow.log_params(fresh)
+        store().log_batch(run_id, params=fresh)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """One call per epoch (or per summary), not one per metric."""
-    mlflow.log_metrics(metrics, step=step)
+    now = int(time.time() * 1000)
+    store().log_batch(active().run_id, [(k, float(v), now, step or 0) for k, v in metrics.items()])
 
 
 class EpochMetrics:
@@ -192,18 +230,17 @@ class EpochMetrics:
 
     def __init__(self, interval: float = 2.0) -> None:
         self.interval, self.pending, self.sent = interval, [], time.monotonic()
+        self.run_id = active().run_id
 
     def add(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.pending += [(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self.sent >= self.interval:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
-            client().log_batch(mlflow.active_run().info.run_id, metrics=self.pending)
+            store().log_batch(self.run_id, self.pending)
         self.pending, self.sent = [], time.monotonic()
 
     def __enter__(self) -> EpochMetrics:
@@ -214,75 +251,82 @@ class EpochMetrics:
 
 
 def log_dataset_inputs(split: Split, name: str, source: str, digest: str) -> None:
-    """Each split as an MLflow dataset input, with its context and digest."""
+    """Each split as an MLflow dataset input, with its context and digest (descent's: MLflow's default hashes the
+    rows much more slowly, 8 s for 700k rows). MLflow reads the schema from the first SAMPLE_ROWS rows; the
+    profile (rows, sizes) counts them all."""
+    inputs = []
     for context, part in split.parts().items():
+        common = {"context": context, "tags": {"descent.data_digest": digest}, "name": f"{name}-{context}"}
+        common |= {"source": source}
         if isinstance(part.features, np.ndarray):  # samples of array data: descent's digest, of their hashes
-            samples = mlflow.data.from_numpy(
-                part.features,
-                source=source,
-                targets=part.target.to_numpy(),
-                name=f"{name}-{context}",
-                digest=part.digest(),
-            )
-            mlflow.log_input(samples, context=context, tags={"descent.data_digest": digest})
+            features, targets = part.features, part.target.to_numpy()
+            profile = {f"features_{k}": _array_fact(features, k) for k in ("shape", "size", "nbytes")}
+            profile |= {f"targets_{k}": _array_fact(targets, k) for k in ("shape", "size", "nbytes")}
+            sample = np.asarray(features[:SAMPLE_ROWS])
+            inputs.append(common | {"features": sample, "targets": targets[:SAMPLE_ROWS], "digest": part.digest()})
+            inputs[-1]["profile"] = profile
             continue
-        frame = part.features.assign(**{part.target.name: part.target})
-        # descent's own digest: MLflow's default hashes the rows much more slowly (8 s for 700k rows)
-        dataset = mlflow.data.from_pandas(
-            frame, source=source, targets=str(part.target.name), name=f"{name}-{context}", digest=frame_digest(frame)
-        )
-        mlflow.log_input(dataset, context=context, tags={"descent.data_digest": digest})
+        target = str(part.target.name)
+        frame = part.features.head(SAMPLE_ROWS).assign(**{target: part.target.head(SAMPLE_ROWS)})
+        rows = len(part.features)
+        profile = {"num_rows": rows, "num_elements": rows * (part.features.shape[1] + 1)}
+        digest_of = frame_digest(part.features.assign(**{target: part.target}))
+        inputs.append(common | {"frame": frame, "target": target, "digest": digest_of, "profile": profile})
+    store().log_inputs(active().run_id, inputs)
+
+
+def _array_fact(array: np.ndarray, fact: str) -> Any:
+    value = getattr(array, fact)
+    return list(value) if isinstance(value, tuple) else int(value)
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    mlflow.set_tags(tags)
+    store().log_batch(active().run_id, tags=tags)
 
 
 def log_json(data: Any, artifact_file: str) -> None:
-    mlflow.log_dict(data, artifact_file)
+    store().log_text(active().run_id, json.dumps(data, indent=2), artifact_file)
 
 
 def log_file(path: Path, artifact_path: str | None = None) -> None:
-    mlflow.log_artifact(str(path), artifact_path)
+    store().log_file(active().run_id, str(path), artifact_path)
 
 
 def log_yaml(data: dict, artifact_file: str) -> None:
-    mlflow.log_text(yaml.safe_dump(data, sort_keys=False), artifact_file)
+    store().log_text(active().run_id, yaml.safe_dump(data, sort_keys=False), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    store().log_text(active().run_id, text, artifact_file)
 
 
 def flush() -> None:
     """Write now what the active run has queued (`later`)."""
-    _write_pending(mlflow.active_run().info.run_id)
-
-
-def client() -> MlflowClient:
-    return MlflowClient(tracking_uri())
+    _write_pending(active().run_id)
 
 
 def get_run(run_id: str) -> Any:
-    """A run by id, or a clear error naming the id and the tracking store."""
-    from mlflow.exceptions import MlflowException
-
+    """A run by id (pipelines/store.py Run), or a clear error naming the id and the tracking store."""
     from pipelines.access import refusal
 
     try:
-        return client().get_run(run_id)
-    except MlflowException as exc:
-        if refusal(exc):  # a server that refuses the login says so, not "no run"
+        return store().get_run(run_id)
+    except Exception as exc:
+        if refusal(exc) or not _store_error(exc):  # a server that refuses the login says so, not "no run"
             raise
         raise InputError(f"no run {run_id!r} in {tracking_uri()}: check the run id and MLFLOW_TRACKING_URI") from None
+
+
+def _store_error(exc: BaseException) -> bool:
+    """Whether the store answered with an error of its own (here, or in the writer process)."""
+    kinds = {"MlflowException", "RestException"}
+    return type(exc).__name__ in kinds or getattr(exc, "kind", None) in kinds
 
 
 def find_runs(experiment_ids: list[str], tags: dict[str, str], max_results: int = 1000) -> list[Any]:
     """Runs whose tags all match, newest first."""
     where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return client().search_runs(
-        experiment_ids, filter_string=where, order_by=["start_time DESC"], max_results=max_results
-    )
+    return store().search_runs(experiment_ids, where, max_results)
 
 
 def children(parent: Any) -> list[Any]:
@@ -304,13 +348,11 @@ def running(parent_run_id: str, run_name: str) -> list[Any]:
 
 def record_failed(parent_run_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any], reason: str) -> str:
     """A FAILED run nested under `parent_run_id`, with its reason: for what failed before it had a run of its own."""
-    from mlflow.entities import Param
-
-    c = client()
+    s = store()
     tags = {**tags, "mlflow.parentRunId": parent_run_id, "descent.error": reason[:5000]}
-    run_id = c.create_run(experiment_of(parent_run_id), run_name=run_name, tags=tags).info.run_id
-    c.log_batch(run_id, params=[Param(k, _text(v)) for k, v in params.items()])
-    c.set_terminated(run_id, "FAILED")
+    run_id = s.create_run(experiment_of(parent_run_id), run_name, tags, int(time.time() * 1000))
+    s.log_batch(run_id, params={k: _text(v) for k, v in params.items()})
+    s.end(run_id, "FAILED")
     return run_id
 
 
@@ -326,8 +368,8 @@ _EXPERIMENT_OF: dict[str, str] = {}
 
 def metric_frame(run_id: str, keys: list[str], step: str = "epoch") -> pd.DataFrame:
     """Metrics of a run as one frame, one row per step (the epoch, or the updates for validation checks)."""
-    c = client()
-    points = {key: [(m.step, m.value) for m in c.get_metric_history(run_id, key)] for key in keys}
+    s = store()
+    points = {key: s.metric_history(run_id, key) for key in keys}
     return records.points_frame(points, step)
 
 
@@ -343,42 +385,35 @@ def end_run(run_id: str, status: str, reason: str, params: dict[str, Any] | None
     `params`: those of them the run lacks are written first (a variant's process writes its params when the run
     ends: one it could not end has none, and the comparison names a variant by them).
     """
-    from mlflow.entities import Param
-
-    c = client()
-    run = c.get_run(run_id)
-    missing = {k: v for k, v in (params or {}).items() if k not in run.data.params}
+    s = store()
+    run = s.get_run(run_id)
+    missing = {k: _text(v) for k, v in (params or {}).items() if k not in run.data.params}
     if missing:
-        c.log_batch(run_id, params=[Param(k, _text(v)) for k, v in missing.items()])
+        s.log_batch(run_id, params=missing)
     for trial in find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id}):
         if trial.info.status == "RUNNING":
-            c.set_tag(trial.info.run_id, "descent.error", reason)
-            c.set_terminated(trial.info.run_id, status)
-    c.set_tag(run_id, "descent.error", reason)
-    c.set_terminated(run_id, status)
+            s.log_batch(trial.info.run_id, tags={"descent.error": reason})
+            s.end(trial.info.run_id, status)
+    s.log_batch(run_id, tags={"descent.error": reason})
+    s.end(run_id, status)
 
 
 def log_folder_to(run_id: str, folder: Path, artifact_path: str) -> None:
-    client().log_artifacts(run_id, str(folder), artifact_path)
+    store().log_folder(run_id, str(folder), artifact_path)
 
 
 def move_under(run_id: str, parent_run_id: str) -> None:
     """Nest a run under another parent (a resumed sweep's new run)."""
-    client().set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+    store().log_batch(run_id, tags={"mlflow.parentRunId": parent_run_id})
 
 
 def delete_tag(run_id: str, key: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    with contextlib.suppress(MlflowException):  # not there
-        client().delete_tag(run_id, key)
+    store().delete_tag(run_id, key)
 
 
 def set_tags_on(run_id: str, tags: dict[str, str]) -> None:
     """Set tags on any run, in one write (up to 100 tags): a crash leaves all of them or none."""
-    from mlflow.entities import RunTag
-
-    write_batch(run_id, [], tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    store().log_batch(run_id, tags={k: str(v) for k, v in tags.items()})
 
 
 def runs_page(experiment_id: str) -> str:
@@ -391,8 +426,8 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def _warn_experiment(active: Any, wanted: str) -> None:
-    actual = client().get_experiment(active.info.experiment_id).name
+def _warn_experiment(experiment: str, wanted: str) -> None:
+    actual = store().experiment(experiment).name
     if actual != wanted:
         print(
             f"descent: note: `mlflow run` put this run in experiment {actual!r}, config names {wanted!r}; "

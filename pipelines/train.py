@@ -32,12 +32,14 @@ def train(
     run_name: str | None = None,
     chosen: Chosen | None = None,
     resume_from: str | None = None,
+    background: bool = False,
 ) -> dict:
     """Train the configured variant on the configured data; returns its final metrics.
 
     Its learning rate is chosen by cfg.tuning (or given as `chosen`: a first seed's, or a scaled one); the
     finished trials of `resume_from`, an interrupted run of the same variant, are reused. With
-    `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's.
+    `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's. `background`: its
+    network file may still be on its way to the store when this returns (models.log_network; models.saved waits).
     """
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
@@ -63,7 +65,8 @@ def train(
         "descent.owner": str(owners.me()),  # its run is only ever called interrupted once this process is gone
     }
     with tracking.run(cfg.experiment, name, tags=tags, parent_run_id=parent_run_id) as active:
-        system_metrics.record(cfg.tracking, active.info.run_id)  # until the run ends
+        if system_metrics.wanted(cfg.tracking):  # sampled until the run ends
+            tracking.store().system_metrics(active.info.run_id, cfg.tracking.system_metrics_interval)
         # Params, final metrics and tags are written in one batch when the run ends (a failed run's too).
         tracking.later(params=variant_params(cfg, hyper, regime, prepared))
         if parent_run_id is None:
@@ -94,7 +97,7 @@ def train(
             result["model_uri"] = models.log_servable_model(prepared.preprocessor, network, prepared.example, code)
             tracking.later(tags={"descent.model_uri": result["model_uri"]})
         else:  # the sweep logs its best variant's servable model from it (tracking.log_models: best)
-            models.log_network(network)
+            models.log_network(network, background)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
         result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
 
 from components.train import FitResult
 from pipelines import tracking
@@ -19,15 +18,15 @@ SHARED_PARAMS = ("optimizer", "batch_size", "regime", "seed", "epochs", "updates
 
 
 class Trials:
-    """Trial runs of variant run `run_id` (named `name`), through MLflow's client: successive halving keeps
-    several trials open at once, which the fluent API's one active run cannot."""
+    """Trial runs of variant run `run_id` (named `name`), through the store: successive halving keeps several
+    trials open at once."""
 
     def __init__(
         self, run_id: str, name: str, units: Callable[[dict], dict] = dict, resume_from: str | None = None
     ) -> None:
-        self.client = tracking.client()
+        self.store = tracking.store()
         self.resume_from, self.found = resume_from, {}  # found: learning rate -> reusable trial run id
-        parent = self.client.get_run(run_id)
+        parent = self.store.get_run(run_id)
         self.parent, self.name, self.units = run_id, name, units
         self.experiment = parent.info.experiment_id
         self.tags = {k: v for k, v in parent.data.tags.items() if k in SHARED_TAGS}
@@ -55,7 +54,7 @@ class Trials:
 
     def adopt(self, learning_rate: float) -> None:
         """Move a reused trial of the interrupted run under this variant's run."""
-        self.client.set_tag(self.found[learning_rate], "mlflow.parentRunId", self.parent)
+        self.store.log_batch(self.found[learning_rate], tags={"mlflow.parentRunId": self.parent})
 
     def open(self, learning_rate: float) -> None:
         """Start the trial run `<variant>-lr<rate>` (what it records is written when it ends: three writes a trial)."""
@@ -68,30 +67,26 @@ class Trials:
         run_id = self.open_runs.pop(learning_rate)
         now = int(time.time() * 1000)
         metrics = [
-            Metric(k, float(v), now, step)
+            (k, float(v), now, step)
             for step, record in enumerate(history, start=1)
             for k, v in self.units(record).items()
             if np.isfinite(v)
         ]
-        params = [Param(k, str(v)) for k, v in {**self.params, "learning_rate": learning_rate}.items()]
+        params = {**self.params, "learning_rate": learning_rate}
         tags = {"descent.stopped_early": str(stopped_early).lower(), "descent.chosen": str(chosen).lower()}
         tags["descent.diverged"] = str(run.diverged).lower()  # a resumed search reuses it as scoring nothing
-        self.client.log_batch(
-            run_id, metrics=metrics[:1000], params=params, tags=[RunTag(k, v) for k, v in tags.items()]
-        )
-        log_metrics(self.client, run_id, metrics[1000:])
-        self.client.set_terminated(run_id, "FINISHED")
+        self.store.log_batch(run_id, metrics, params, tags)
+        self.store.end(run_id, "FINISHED")
 
     def range_test(self, rates: np.ndarray, losses: np.ndarray, chosen: float) -> None:
         """The range test as one trial run: loss and learning rate per update (step = update)."""
         run_id = self._create(f"{self.name}-range-test")
         now = int(time.time() * 1000)
-        metrics = [Metric("range_test/learning_rate", float(r), now, i) for i, r in enumerate(rates)]
-        metrics += [Metric("range_test/loss", float(v), now, i) for i, v in enumerate(losses) if np.isfinite(v)]
-        log_metrics(self.client, run_id, metrics)
-        params = [Param(k, str(v)) for k, v in {**self.params, "chosen_learning_rate": chosen}.items()]
-        self.client.log_batch(run_id, params=params, tags=[RunTag("descent.chosen", "true")])
-        self.client.set_terminated(run_id, "FINISHED")
+        metrics = [("range_test/learning_rate", float(r), now, i) for i, r in enumerate(rates)]
+        metrics += [("range_test/loss", float(v), now, i) for i, v in enumerate(losses) if np.isfinite(v)]
+        params = {**self.params, "chosen_learning_rate": chosen}
+        self.store.log_batch(run_id, metrics, params, {"descent.chosen": "true"})
+        self.store.end(run_id, "FINISHED")
 
     def __enter__(self) -> Trials:
         return self
@@ -101,16 +96,10 @@ class Trials:
         status = "KILLED" if kind is not None and issubclass(kind, KeyboardInterrupt) else "FAILED"
         for run_id in self.open_runs.values():
             if error is not None:
-                self.client.set_tag(run_id, "descent.error", f"{type(error).__name__}: {error}"[:5000])
-            self.client.set_terminated(run_id, status)
+                self.store.log_batch(run_id, tags={"descent.error": f"{type(error).__name__}: {error}"[:5000]})
+            self.store.end(run_id, status)
         self.open_runs.clear()
 
     def _create(self, run_name: str) -> str:
         tags = {**self.tags, "mlflow.parentRunId": self.parent, "descent.kind": "trial"}
-        return self.client.create_run(self.experiment, run_name=run_name, tags=tags).info.run_id
-
-
-def log_metrics(client: Any, run_id: str, metrics: list[Metric]) -> None:
-    """Metrics in as few calls as MLflow allows (at most 1,000 per batch)."""
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        return self.store.create_run(self.experiment, run_name, tags, int(time.time() * 1000))

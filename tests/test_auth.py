@@ -14,6 +14,7 @@ from pipelines import access, cli, tracking
 from pipelines import compare as compare_entry
 from pipelines import scheduled as scheduled_entry
 from pipelines import split as split_entry
+from pipelines import study as study_module
 from pipelines import sweep as sweep_entry
 from pipelines import train as train_entry
 from pipelines import ui as ui_entry
@@ -257,7 +258,7 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
     experiment = study(server, "workers")
     for key, value in server.login(SCHEDULER).items():
         monkeypatch.setenv(key, value)
-    real = sweep_entry._run_variants
+    real = study_module._run_variants
 
     def as_bob(*args, **kwargs):
         # The workers (the sweep's own process among them) sign in as bob (READ only): as if the server stopped
@@ -265,7 +266,7 @@ def test_a_worker_the_server_refuses_stops_the_sweep_and_leaves_nothing_running(
         with server.as_user("bob"):
             return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_entry, "_run_variants", as_bob)
+    monkeypatch.setattr(study_module, "_run_variants", as_bob)
     argv = ["--overrides", f"{TINY} {GRID} sweep.workers=2 experiment=workers"]
     assert cli.main(sweep_entry._entry, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from components.claims import claims_table
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from tests.conftest import tiny
 
 UPDATES = "Batch descent makes fewer updates than stochastic descent"

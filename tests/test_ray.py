@@ -20,8 +20,8 @@ from components.errors import InputError
 from pipelines import access, cli, ray_executor, terminal
 from pipelines.config import load_config
 from pipelines.prepare import prepare
+from pipelines.study import sweep
 from pipelines.sweep import _entry as sweep_entry
-from pipelines.sweep import sweep
 from pipelines.workers import Job, run_job
 from tests.conftest import ROOT, project_env, tiny
 

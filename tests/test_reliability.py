@@ -19,8 +19,8 @@ import pipelines.train as train_pipeline
 from pipelines import cli
 from pipelines.prepare import prepare
 from pipelines.scheduled import _entry as scheduled_entry
+from pipelines.study import sweep
 from pipelines.sweep import _entry as sweep_entry
-from pipelines.sweep import sweep
 from pipelines.version import code_version
 from tests.conftest import ROOT, project_env, tiny, wait_for_runs
 

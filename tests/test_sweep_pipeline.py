@@ -12,8 +12,8 @@ from components.data import load_dataset
 from components.errors import InputError
 from pipelines import cli, fitting, models
 from pipelines.compare import compare
+from pipelines.study import sweep
 from pipelines.sweep import _entry as sweep_entry
-from pipelines.sweep import sweep
 from tests.conftest import project_env, tiny, wait_for_runs
 
 GRID = {"sweep.optimizers": ["adam", "sgd"], "sweep.batch_sizes": ["full", 16]}
@@ -217,7 +217,7 @@ def test_the_sweeps_own_process_trains_on_its_share_of_the_cores(store):
     code = """
 import os
 import tensorflow as tf
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from tests.conftest import tiny
 cfg = tiny(**{"sweep.optimizers": ["adam"], "sweep.batch_sizes": ["full", 16]})
 sweep(cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"workers": 2})}))

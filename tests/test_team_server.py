@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from tests.conftest import tiny
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from tests.conftest import project_env, tiny, wait_for_runs
 
 # SGD at 1e-6 learns nothing on iris in a few epochs; a grid that reaches 0.1 finds a rate that learns.

@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.browser import capture_grouped, capture_sweep
 from pipelines.grouping import hint
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from pipelines.ui import free_port, mlflow_server
 from tests.conftest import ROOT, tiny
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from examples.digits_cnn import build as digits_cnn
 from pipelines.prepare import prepare
-from pipelines.sweep import sweep
+from pipelines.study import sweep
 from pipelines.train import build_network, study_digest, train
 from tests.conftest import ROOT, tiny
 
