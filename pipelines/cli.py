@@ -127,9 +127,6 @@ def _keep_logs() -> None:
     except Exception as exc:  # the logs are a courtesy: never the reason a run fails
         print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
     finally:
-        if "pipelines.models" in sys.modules:  # networks still being saved go to the store first
-            with contextlib.suppress(Exception):
-                sys.modules["pipelines.models"].saved()
         writer.close()
 
 

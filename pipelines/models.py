@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import tempfile
-import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipelines import tracking, writer
-from pipelines.backend import tracking_uri
+from pipelines import tracking
 
 SERVING_MODEL = Path(__file__).resolve().parent / "serving_model.py"
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
@@ -22,62 +18,13 @@ COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 NETWORK = Path("network/network.keras")
 
 
-def log_network(network: Any, background: bool = False) -> None:
+def log_network(network: Any) -> None:
     """The trained network alone (Keras' own .keras file) as the active run's network/network.keras: ~15 ms, where a
     servable model costs ~0.3 s; the sweep makes its best variant's servable model from it. The file is written
-    here and logged (then deleted) by the store, in the writer process when there is one.
-
-    `background` (with a writer process): a thread saves a copy of the network (its weights and compile settings;
-    not the optimizer's slots) while the next variant trains; `saved()` waits for it.
-    """
-    run_id = tracking.active().run_id
-    if background and writer.active(tracking_uri()) is not None:
-        twin = _twin(network)
-        if twin is not None:
-            config, weights = network.get_compile_config(), network.get_weights()
-            _SAVES.append(_saver().submit(_save_twin, twin, config, weights, run_id))
-            return
-    _save(network, run_id)
-
-
-def saved() -> None:
-    """Wait until the networks saved in the background are logged; raise the first error one of them met."""
-    while _SAVES:
-        _SAVES.pop(0).result()
-
-
-def _save(network: Any, run_id: str) -> None:
+    here and logged (then deleted) by the store, in the writer process when there is one."""
     path = Path(tempfile.mkdtemp(prefix="descent-network-")) / NETWORK.name
     network.save(path)
-    tracking.store().log_file(run_id, str(path), str(NETWORK.parent), remove=True)
-
-
-def _save_twin(twin: Any, config: dict | None, weights: list, run_id: str) -> None:
-    if config:
-        twin.compile_from_config(config)
-    twin.set_weights(weights)
-    _save(twin, run_id)
-
-
-def _twin(network: Any) -> Any:
-    """A copy of `network` for the saving thread (made once per network), or None when Keras cannot clone it."""
-    if network not in _TWINS:
-        import keras
-
-        try:
-            _TWINS[network] = keras.models.clone_model(network)
-        except Exception:  # e.g. a subclassed network without get_config: saved in the foreground
-            _TWINS[network] = None
-    return _TWINS[network]
-
-
-@functools.cache
-def _saver() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="descent-network")
-
-
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_SAVES: list[Future] = []
+    tracking.store().log_file(tracking.active().run_id, str(path), str(NETWORK.parent), remove=True)
 
 
 def load_network(run_id: str) -> Any:

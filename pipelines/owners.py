@@ -6,6 +6,7 @@ machine that no longer exists (a recycled process id is told apart by its start 
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -38,7 +39,12 @@ class Owner:
 
 def me() -> Owner:
     """This process."""
-    return Owner(socket.gethostname(), os.getpid(), _started(os.getpid()))
+    return _me(os.getpid())
+
+
+@functools.cache  # a process's host, id and start time never change while it runs (a forked child has its own id)
+def _me(pid: int) -> Owner:
+    return Owner(socket.gethostname(), pid, _started(pid))
 
 
 def parse(text: str | None) -> Owner | None:

@@ -16,7 +16,7 @@ from components.compare import RANKING
 from components.errors import InputError
 from components.optimizers import batch_regime, check_optimizer
 from components.sweep import Variant, expand_sweep
-from pipelines import access, backend, cli, locks, models, owners, servable, tracking
+from pipelines import access, backend, cli, locks, owners, servable, tracking
 from pipelines.compare import compare
 from pipelines.config import Config, flatten
 from pipelines.plan import plan_jobs
@@ -69,7 +69,6 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
             done = _reuse(chain, parent, interrupted) if chain else {}
             tracking.set_tags({"descent.kind": "sweep"})
             outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
-            models.saved()  # the networks this process saved while it trained on
             known = {o["result"]["run_id"]: o["result"] for o in outcomes if "result" in o}  # read back only the rest
             best: list[str | None] = []
             result = compare(

@@ -99,8 +99,7 @@ def run(
         labels = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
         made = s.create_run(where, run_name, labels, int(time.time() * 1000), context=True)
         opened = Opened(made, where)
-        if parent_run_id:
-            _EXPERIMENT_OF[made] = where
+    _EXPERIMENT_OF[opened.run_id] = opened.experiment_id  # its nested runs need not ask the store
     _ACTIVE.append(opened)
     try:
         yield opened

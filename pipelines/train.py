@@ -6,7 +6,9 @@ import hashlib
 import logging
 import os
 import sys
+import weakref
 from pathlib import Path
+from typing import Any
 
 from components.builder import builder_source, check_builder, is_saved_model, network_summary
 from components.errors import InputError
@@ -32,14 +34,12 @@ def train(
     run_name: str | None = None,
     chosen: Chosen | None = None,
     resume_from: str | None = None,
-    background: bool = False,
 ) -> dict:
     """Train the configured variant on the configured data; returns its final metrics.
 
     Its learning rate is chosen by cfg.tuning (or given as `chosen`: a first seed's, or a scaled one); the
     finished trials of `resume_from`, an interrupted run of the same variant, are reused. With
-    `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's. `background`: its
-    network file may still be on its way to the store when this returns (models.log_network; models.saved waits).
+    `parent_run_id` the run is nested under that (sweep) run, from this process or a worker's.
     """
     t = cfg.training
     hyper = cfg.hyperparameters(t.optimizer)
@@ -80,7 +80,7 @@ def train(
         with tracking.EpochMetrics() as sink:
             result = fitting.fit(cfg, prepared, hyper, regime, rate, sink)
         choice, network = result.pop("choice"), result.pop("network")
-        tracking.log_text(network_summary(network), "network_summary.txt")
+        tracking.log_text(summary_of(network), "network_summary.txt")
         ending = {
             "descent.lr_chosen_by": choice.by,
             "descent.lr_at_edge": str(choice.at_edge).lower(),
@@ -97,10 +97,24 @@ def train(
             result["model_uri"] = models.log_servable_model(prepared.preprocessor, network, prepared.example, code)
             tracking.later(tags={"descent.model_uri": result["model_uri"]})
         else:  # the sweep logs its best variant's servable model from it (tracking.log_models: best)
-            models.log_network(network, background)
+            models.log_network(network)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
         result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result
+
+
+def summary_of(network: Any) -> str:
+    """The network's summary, made once per network and optimizer (a kept network trains many variants; Keras'
+    summary counts the optimizer's variables too)."""
+    optimizer = getattr(network, "optimizer", None)
+    key = (type(optimizer).__name__, len(optimizer.variables) if optimizer is not None else 0)
+    made = _SUMMARIES.setdefault(network, {})
+    if key not in made:
+        made[key] = network_summary(network)
+    return made[key]
+
+
+_SUMMARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def check_variant(cfg: Config) -> None:

@@ -46,9 +46,8 @@ class Job:
     resume_from: str | None = None  # an interrupted run of this variant: its finished trials are reused
 
 
-def run_job(job: Job, prepared: Prepared | None = None, background: bool = False) -> dict:
-    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception. `background`:
-    the sweep's own process goes on to its next job while the network file is logged (see train)."""
+def run_job(job: Job, prepared: Prepared | None = None) -> dict:
+    """Train one job as a run nested under its sweep; a failure is an outcome, not an exception."""
     from pipelines.train import train
 
     cli.shutdown_within(job.cfg.tracking.shutdown_timeout)
@@ -63,7 +62,6 @@ def run_job(job: Job, prepared: Prepared | None = None, background: bool = False
             run_name=job.name,
             chosen=job.chosen,
             resume_from=job.resume_from,
-            background=background,
         )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
@@ -145,7 +143,7 @@ class LocalExecutor:
                 done = [future for future in waiting if future.done()]
                 mine = None if done else self._mine()
             if mine is not None:  # this process trains the next job no worker has taken
-                yield run_job(mine, self.prepared, background=True)
+                yield run_job(mine, self.prepared)
                 continue
             if not done:
                 done, _ = wait(waiting, return_when=FIRST_COMPLETED)
