@@ -208,7 +208,8 @@ def large_section(large: dict) -> list[str]:
     lines = [
         "## Large data: N rows x 50 float32 features from Parquet, 2-variant sweep (adam, batch 256 and 4096)",
         "",
-        f"A process that imports TensorFlow and MLflow and sweeps 20,000 rows peaks at {base['peak_rss_mb']:,.0f} MB "
+        "A sweep process that imports TensorFlow (its tracking writer imports MLflow) and sweeps 20,000 rows "
+        f"peaks at {base['peak_rss_mb']:,.0f} MB "
         "(the baseline below). One worker, tuning.method=none. The preprocessor is fitted on 100,000 of the training "
         "rows (split.preprocess_rows).",
         "",

@@ -86,6 +86,9 @@ class Remote:
         return self._request("cast" if tag else "call", "log_servable_model", (run_id, model), tag=tag, remove=remove)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not a store operation (copy, pickle and hasattr ask for these)
+            raise AttributeError(name)
+
         def request(*args: Any, **kwargs: Any) -> Any:
             return self._request("call" if name in CALLS else "cast", name, args, **kwargs)
 
