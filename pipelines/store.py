@@ -190,30 +190,18 @@ class Direct:
         self.client.log_text(run_id, text, artifact_file)
 
     def log_inputs(self, run_id: str, inputs: list[dict]) -> None:
-        """Datasets as inputs of a run; each dict: context, tags, name, source, digest, profile and either `frame`
-        (pandas, with `target`) or `features` and `targets` (numpy): a sample of the rows, enough for the schema.
-        The profile (rows, sizes) is the whole data's, measured by the caller."""
+        """Datasets as inputs of a run; each dict: context, tags, name, source, digest, profile, kind (pandas or
+        numpy), data and targets (for pandas the target column's name, in data): a sample of the rows, enough for
+        the schema. The profile (rows, sizes) is the whole data's, measured by the caller."""
         import mlflow
         from mlflow.entities import DatasetInput, InputTag
 
         logged = []
         for part in inputs:
-            if "frame" in part:
-                ds = mlflow.data.from_pandas(
-                    part["frame"],
-                    source=part["source"],
-                    targets=part["target"],
-                    name=part["name"],
-                    digest=part["digest"],
-                )
-            else:
-                ds = mlflow.data.from_numpy(
-                    part["features"],
-                    source=part["source"],
-                    targets=part["targets"],
-                    name=part["name"],
-                    digest=part["digest"],
-                )
+            make = mlflow.data.from_pandas if part["kind"] == "pandas" else mlflow.data.from_numpy
+            ds = make(
+                part["data"], source=part["source"], targets=part["targets"], name=part["name"], digest=part["digest"]
+            )
             entity = ds._to_mlflow_entity()
             entity._profile = json.dumps(part["profile"])  # the whole data's, not the sample's
             tags = [InputTag("mlflow.data.context", part["context"])]

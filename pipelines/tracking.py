@@ -261,16 +261,17 @@ def log_dataset_inputs(split: Split, name: str, source: str, digest: str) -> Non
             features, targets = part.features, part.target.to_numpy()
             profile = {f"features_{k}": _array_fact(features, k) for k in ("shape", "size", "nbytes")}
             profile |= {f"targets_{k}": _array_fact(targets, k) for k in ("shape", "size", "nbytes")}
-            sample = np.asarray(features[:SAMPLE_ROWS])
-            inputs.append(common | {"features": sample, "targets": targets[:SAMPLE_ROWS], "digest": part.digest()})
-            inputs[-1]["profile"] = profile
+            sample = {"kind": "numpy", "data": np.asarray(features[:SAMPLE_ROWS]), "targets": targets[:SAMPLE_ROWS]}
+            inputs.append(common | sample | {"digest": part.digest(), "profile": profile})
             continue
         target = str(part.target.name)
         frame = part.features.head(SAMPLE_ROWS).assign(**{target: part.target.head(SAMPLE_ROWS)})
         rows = len(part.features)
         profile = {"num_rows": rows, "num_elements": rows * (part.features.shape[1] + 1)}
         digest_of = frame_digest(part.features.assign(**{target: part.target}))
-        inputs.append(common | {"frame": frame, "target": target, "digest": digest_of, "profile": profile})
+        inputs.append(
+            common | {"kind": "pandas", "data": frame, "targets": target, "digest": digest_of, "profile": profile}
+        )
     store().log_inputs(active().run_id, inputs)
 
 

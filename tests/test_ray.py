@@ -270,9 +270,10 @@ def test_sigterm_to_a_ray_sweep_exits_143_and_ends_every_run_killed(cluster, ser
     command += ["sweep.executor=ray experiment=ray-sigterm model.hidden=[8] tuning.method=none measure.gradients=false"]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(server.url)
-    for _ in range(1200):  # until a variant trains on a Ray worker
+    for _ in range(1200):  # until adam-bs1 trains on a Ray worker (its 312,000 updates outlast the test; adam-full
+        # may finish in the meantime, or wait for a free CPU)
         experiment = client.get_experiment_by_name("ray-sigterm")
-        query = "tags.`descent.kind` = 'variant' and attributes.status = 'RUNNING'"
+        query = "tags.`descent.kind` = 'variant' and attributes.status = 'RUNNING' and attributes.run_name = 'adam-bs1'"
         if experiment is not None and client.search_runs([experiment.experiment_id], query):
             break
         time.sleep(0.2)
