@@ -84,9 +84,29 @@ def config_from(args: argparse.Namespace, extra: dict | None = None) -> Config:
 
 
 def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run an entry point: bad input (a refusing tracking server too) is one line on stderr and exit 2; else exit 1."""
+    """Run an entry point: bad input (a refusing tracking server too) is one line on stderr and exit 2; else exit 1.
+    A write the tracking writer could not make is one line and exit 1 too, when the entry point had succeeded."""
     terminal.setup_logging()
     handle_signals()
+    code = _run(entry, argv)
+    return _close_writer(code)
+
+
+def _close_writer(code: int) -> int:
+    """Wait until the tracking writer (if any) has written everything; its failure turns success into exit 1."""
+    from pipelines import writer
+
+    try:
+        writer.close()
+    except writer.TrackingError as exc:
+        print(f"descent: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED if code == EXIT_OK else code
+    except KeyboardInterrupt:  # a stop that came while the last records were written: they are written
+        pass
+    return code
+
+
+def _run(entry: Callable[[list[str] | None], int | None], argv: list[str] | None) -> int:
     try:
         return entry(argv) or EXIT_OK
     except Busy as exc:  # another live run has the study: not bad input, and it may be free later
@@ -113,9 +133,8 @@ def main(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
 
 
 def _keep_logs() -> None:
-    """The log files of this command (what was kept off the console) become logs/ of the run it ended last; then
-    its tracking writer, if any, writes what it was sent and stops."""
-    from pipelines import tracking, writer
+    """The log files of this command (what was kept off the console) become logs/ of the run it ended last."""
+    from pipelines import tracking
 
     def upload(folder: object) -> None:
         last = tracking.last_run_id()
@@ -126,8 +145,6 @@ def _keep_logs() -> None:
         terminal.keep_logs(upload)
     except Exception as exc:  # the logs are a courtesy: never the reason a run fails
         print(f"descent: note: the log files were not kept ({type(exc).__name__}: {exc})", file=sys.stderr)
-    finally:
-        writer.close()
 
 
 def handle_signals() -> None:

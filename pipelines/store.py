@@ -231,6 +231,9 @@ class Direct:
             self.log_batch(run_id, tags={"descent.model_uri": info.model_uri})
         return info.model_uri
 
+    def settle(self) -> None:
+        """Nothing: here every write is made when asked (the writer answers this once all earlier ones are made)."""
+
     def close(self) -> None:
         """End the monitors of runs still open (their runs are ended by whoever ends them)."""
         for monitor in self.monitors.values():

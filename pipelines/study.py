@@ -58,25 +58,30 @@ def sweep(cfg: Config, fresh: bool = False, prepared: Prepared | None = None) ->
         # A new run (`mlflow run`) is found as the study's sweep only once the earlier one's variants are moved to it.
         opening = {k: v for k, v in tags.items() if k != "descent.kind"} if chain and launched else tags
         opening |= {"descent.owner": str(owners.me())}
-        with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=opening, run_id=reopen) as parent:
-            swept = {k: v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers}
-            resolved = flatten(cfg.model_dump(exclude={"optimizers"}) | {"optimizers": swept})
-            tracking.log_params(resolved | {"variants": len(variants)})
-            if reopen is None:
-                log_data_record(cfg, prepared)
-                log_network(cfg, network)
-            interrupted: dict[str, str] = {}
-            done = _reuse(chain, parent, interrupted) if chain else {}
-            tracking.set_tags({"descent.kind": "sweep"})
-            outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
-            known = {o["result"]["run_id"]: o["result"] for o in outcomes if "result" in o}  # read back only the rest
-            best: list[str | None] = []
-            result = compare(
-                tracking.get_run(parent.info.run_id),
-                known,
-                with_table=lambda table: best.append(servable.send_best_model(cfg, prepared, table)),
-            )
-            result["model_uri"] = servable.model_uri(best[0])
+        try:
+            with tracking.run(cfg.experiment, f"sweep-{prepared.dataset.name}", tags=opening, run_id=reopen) as parent:
+                swept = {k: v for k, v in cfg.optimizers.items() if k in cfg.sweep.optimizers}
+                resolved = flatten(cfg.model_dump(exclude={"optimizers"}) | {"optimizers": swept})
+                tracking.log_params(resolved | {"variants": len(variants)})
+                if reopen is None:
+                    log_data_record(cfg, prepared)
+                    log_network(cfg, network)
+                interrupted: dict[str, str] = {}
+                done = _reuse(chain, parent, interrupted) if chain else {}
+                tracking.set_tags({"descent.kind": "sweep"})
+                outcomes = _run_variants(cfg, prepared, variants, parent, tags, done, interrupted)
+                known = {
+                    o["result"]["run_id"]: o["result"] for o in outcomes if "result" in o
+                }  # read back only the rest
+                best: list[str | None] = []
+                result = compare(
+                    tracking.get_run(parent.info.run_id),
+                    known,
+                    with_table=lambda table: best.append(servable.send_best_model(cfg, prepared, table)),
+                )
+                result["model_uri"] = servable.model_uri(best[0])
+        finally:  # its runs' ends are in the store before the next sweep of the study may look at them
+            tracking.settle()
     result.update(parent_run_id=parent.info.run_id, experiment_id=parent.info.experiment_id)
     result.update(reused=sorted(done), outcomes=outcomes)
     return result
@@ -184,11 +189,13 @@ def _run_variants(
         todo += plan.release(name, float(lr) if lr else None, by, run.info.run_id)
     total = plan.total - len(done)
     if cfg.sweep.executor == "ray":
+        tracking.settle()  # the sweep's run is in the store before another process reads it
         log.info("%d runs as Ray tasks", total)
         executor: Any = RayExecutor(cfg.ray, prepared.for_workers(), cfg.tracking.shutdown_timeout)
     else:
         workers = worker_count(cfg.sweep.workers, total)
         if workers > 1:
+            tracking.settle()  # the sweep's run is in the store before another process reads it
             log.info("%d runs on %d worker processes", total, workers)
         executor = LocalExecutor(workers, prepared.for_workers(), cfg.sweep.retries)
     outcomes: list[dict] = []

@@ -28,7 +28,7 @@ from components import records
 from components.data import frame_digest
 from components.errors import InputError
 from components.split import Split
-from pipelines import writer
+from pipelines import cli, writer
 from pipelines.backend import is_remote, machine_lock, redacted, tracking_uri
 
 log = logging.getLogger("descent")
@@ -116,11 +116,17 @@ def run(
 
 def _end(opened: Opened, status: str) -> None:
     try:
-        _write_pending(opened.run_id)
-        store().end(opened.run_id, status)
+        with cli.signals_deferred():  # a stop arriving now ends nothing half-way: the run's records, then its end
+            _write_pending(opened.run_id)
+            store().end(opened.run_id, status)
         _LAST[:] = [opened.run_id]
     finally:
         _ACTIVE.remove(opened)
+
+
+def settle() -> None:
+    """Return once every record this process sent is in the store (for another process that reads it next)."""
+    store().settle()
 
 
 _ACTIVE: list[Opened] = []  # the runs this process has open, innermost last
@@ -350,9 +356,11 @@ def record_failed(parent_run_id: str, run_name: str, tags: dict[str, str], param
     """A FAILED run nested under `parent_run_id`, with its reason: for what failed before it had a run of its own."""
     s = store()
     tags = {**tags, "mlflow.parentRunId": parent_run_id, "descent.error": reason[:5000]}
-    run_id = s.create_run(experiment_of(parent_run_id), run_name, tags, int(time.time() * 1000))
-    s.log_batch(run_id, params={k: _text(v) for k, v in params.items()})
-    s.end(run_id, "FAILED")
+    where = experiment_of(parent_run_id)
+    with cli.signals_deferred():
+        run_id = s.create_run(where, run_name, tags, int(time.time() * 1000))
+        s.log_batch(run_id, params={k: _text(v) for k, v in params.items()})
+        s.end(run_id, "FAILED")
     return run_id
 
 
@@ -390,12 +398,14 @@ def end_run(run_id: str, status: str, reason: str, params: dict[str, Any] | None
     missing = {k: _text(v) for k, v in (params or {}).items() if k not in run.data.params}
     if missing:
         s.log_batch(run_id, params=missing)
-    for trial in find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id}):
-        if trial.info.status == "RUNNING":
-            s.log_batch(trial.info.run_id, tags={"descent.error": reason})
-            s.end(trial.info.run_id, status)
-    s.log_batch(run_id, tags={"descent.error": reason})
-    s.end(run_id, status)
+    trials = find_runs([run.info.experiment_id], {"mlflow.parentRunId": run_id})
+    with cli.signals_deferred():
+        for trial in trials:
+            if trial.info.status == "RUNNING":
+                s.log_batch(trial.info.run_id, tags={"descent.error": reason})
+                s.end(trial.info.run_id, status)
+        s.log_batch(run_id, tags={"descent.error": reason})
+        s.end(run_id, status)
 
 
 def log_folder_to(run_id: str, folder: Path, artifact_path: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.train import FitResult
-from pipelines import tracking
+from pipelines import cli, tracking
 
 # What a trial copies from its variant's run, so it can be found and read on its own.
 SHARED_TAGS = ("descent.data_digest", "descent.split_digest", "descent.config_digest", "descent.code_version")
@@ -94,10 +94,11 @@ class Trials:
     def __exit__(self, kind: type | None, error: BaseException | None, *_: Any) -> None:
         # A search that stops on an error or a signal leaves no trial RUNNING.
         status = "KILLED" if kind is not None and issubclass(kind, KeyboardInterrupt) else "FAILED"
-        for run_id in self.open_runs.values():
-            if error is not None:
-                self.store.log_batch(run_id, tags={"descent.error": f"{type(error).__name__}: {error}"[:5000]})
-            self.store.end(run_id, status)
+        with cli.signals_deferred():
+            for run_id in self.open_runs.values():
+                if error is not None:
+                    self.store.log_batch(run_id, tags={"descent.error": f"{type(error).__name__}: {error}"[:5000]})
+                self.store.end(run_id, status)
         self.open_runs.clear()
 
     def _create(self, run_name: str) -> str:

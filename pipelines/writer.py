@@ -35,6 +35,7 @@ CALLS = {
     "artifacts",
     "download",
     "log_folder",  # its folder is the caller's, deleted once this returns
+    "settle",
 }
 
 
@@ -60,7 +61,7 @@ class Remote:
         )
         theirs.close()
         self.connection = Connection(mine.detach())
-        self.uri, self.closed = uri, False
+        self.uri, self.closed, self.asked = uri, False, False
         self.lock = threading.RLock()  # the sweep's threads share the connection: one request (and answer) at a time
 
     def create_run(
@@ -101,6 +102,7 @@ class Remote:
         with self.lock, cli.signals_deferred() if main else contextlib.nullcontext():
             if self.closed:
                 raise TrackingError("the tracking writer is closed")
+            self.asked = self.asked or name != "close"
             try:
                 self.connection.send((kind, name, args, kwargs))
                 if kind == "cast":
@@ -118,18 +120,19 @@ class Remote:
         code = self.process.poll()
         return "still running" if code is None else f"exit code {code}"
 
-    def close(self, timeout: float | None = None) -> None:
-        """Wait until everything sent is written (at most `timeout` seconds), then stop the writer."""
+    def close(self) -> None:
+        """Wait until everything sent is written, then stop the writer; raise the first write that failed. A writer
+        never asked anything (the command stopped on bad input first) is not waited for."""
         if self.closed:
             return
         try:
-            if timeout is None or self.process.poll() is None:
+            if self.asked:
                 self._request("call", "close", ())
         finally:
             self.closed = True
             self.connection.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):  # it finishes what it was sent on its own
-                self.process.wait(timeout=5 if timeout is None else max(timeout, 0.1))
+            if self.asked:
+                self.process.wait()
 
 
 def _rebuilt(kind: str, message: str) -> Exception:
@@ -157,6 +160,7 @@ def serve(fd: int, uri: str, argv: list[str]) -> None:
 
     connection = Connection(fd)
     failed: str | None = None  # a write that failed, reported at the next answer
+    first_failed: str | None = None  # and at the close, whatever answered in between
     broken: tuple[str, str] | None = None  # why there is no store: every read answers it
     try:
         store = direct(uri)
@@ -171,7 +175,7 @@ def serve(fd: int, uri: str, argv: list[str]) -> None:
         if name == "close":
             if store is not None:
                 store.close()
-            connection.send((state, value, failed))
+            connection.send((state, value, first_failed))
             break
         if store is None:
             if kind == "call":
@@ -182,6 +186,7 @@ def serve(fd: int, uri: str, argv: list[str]) -> None:
         except Exception as exc:
             if kind == "cast":
                 failed = failed or f"{name}: {type(exc).__name__}: {exc}"
+                first_failed = first_failed or failed
             state, value = "error", (type(exc).__name__, str(exc))
         if kind == "call":
             connection.send((state, value, failed))
@@ -209,7 +214,7 @@ def active(uri: str) -> Remote | None:
     return _WRITER[0] if _WRITER and _WRITER[0].uri == uri and not _WRITER[0].closed else None
 
 
-def close(timeout: float | None = None) -> None:
+def close() -> None:
     """Wait for this process's writer to write everything sent (see Remote.close), and stop it."""
     while _WRITER:
-        _WRITER.pop().close(timeout)
+        _WRITER.pop().close()

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.errors import InputError
-from pipelines import tracking, writer
+from pipelines import cli, tracking, writer
 from tests.conftest import project_env
 
 # The sweep's command, in a process that says at its end whether it loaded MLflow.
@@ -104,7 +104,7 @@ def _alive(pid: int) -> bool:
 def test_what_was_sent_is_written_when_the_sweeps_process_is_killed(store, tmp_path):
     script = (
         "import os, signal, sys, time\n"
-        "from pipelines import tracking, writer\n"
+        "from pipelines import cli, tracking, writer\n"
         "w = writer.start(sys.argv[1])\n"
         "run_id = w.create_run(tracking.experiment_id('descent'), 'doomed', {'descent.kind': 'variant'}, "
         "int(time.time() * 1000))\n"
@@ -128,20 +128,30 @@ def test_what_was_sent_is_written_when_the_sweeps_process_is_killed(store, tmp_p
     assert run.data.tags["descent.note"] == "sent"
 
 
-def test_a_failed_write_is_raised_at_the_next_read_and_a_missing_run_is_bad_input(store):
+def test_a_failed_write_is_raised_at_the_next_read_and_at_the_close_and_a_missing_run_is_bad_input(store):
+    w = writer.start(store)
     try:
-        w = writer.start(store)
         experiment = tracking.experiment_id("descent")  # through the writer
         assert tracking.store() is w
         w.log_batch("0" * 32, [("loss", 1.0, 0, 0)])  # no such run: the write fails in the writer
         with pytest.raises(writer.TrackingError, match="log_batch: .*0{32}"):
             w.experiment(experiment)
-        assert w.experiment(experiment).name == "descent"  # reported once; the writer goes on
+        assert w.experiment(experiment).name == "descent"  # the writer goes on
         with pytest.raises(InputError, match="no run '1{32}'"):
             tracking.get_run("1" * 32)
     finally:
-        writer.close()
+        with pytest.raises(writer.TrackingError, match="log_batch: .*0{32}"):  # a run may lack it: said again
+            writer.close()
     assert tracking.store() is not w
+
+
+def test_a_failed_write_that_no_read_reported_fails_the_command(store, capsys):
+    w = writer.start(store)
+    tracking.experiment_id("descent")
+    w.log_batch("0" * 32, [("loss", 1.0, 0, 0)])  # the command's last write fails; nothing reads after it
+    assert cli._close_writer(cli.EXIT_OK) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("descent: error: a write to the tracking store failed: log_batch: ") and err.count("\n") == 1
 
 
 def test_the_writer_ignores_the_signals_that_stop_the_sweep(store):
