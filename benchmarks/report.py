@@ -125,8 +125,9 @@ def report(r: dict, command: str) -> str:
         f"(not even imported). By CPU seconds tracking is {cpu_tracking:.1%} "
         f"({d1['cpu_seconds']:.1f} s vs {untracked['cpu_seconds']:.1f} s). What it adds: importing MLflow, a new "
         "store's schema, per variant its run (created with its tags, its metrics in batches, params, final metrics "
-        "and tags in one batch at the end, its trained network.keras), the parent run's config, data record and "
-        "comparison artifacts, and the best variant's servable model. Most of it is done by the sweep's tracking "
+        "and tags in one batch at the end, its trained weights as network/weights.npz), the parent run's config, data "
+        "record and comparison artifacts, and the best variant's network.keras and servable model. Most of it is "
+        "done by the sweep's tracking "
         "writer process (`tracking.writer`) while the sweep trains: the wall figure is what the sweep waits for, "
         "the CPU figure what tracking costs the machine. Large data: peak RSS is the kernel's `ru_maxrss` of the "
         "sweep process (`benchmarks/large.py`).",

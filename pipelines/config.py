@@ -138,6 +138,7 @@ class TrackingConfig(_Strict):
     system_metrics_interval: Annotated[float, Field(gt=0)]
     shutdown_timeout: Annotated[float, Field(gt=0)]
     log_models: Literal["best", "all"]
+    log_networks: Literal["best", "all"]
     writer: bool
 
 

@@ -45,6 +45,11 @@ def build_network(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
     return initial_network(key, lambda: _build(cfg, prepared, seed))
 
 
+def untrained_network(cfg: Config, prepared: Prepared) -> keras.Model:
+    """A new network of the sweep's architecture (not the process's kept one): a variant's saved weights go in it."""
+    return _build(cfg, prepared, cfg.training.seed)
+
+
 def _build(cfg: Config, prepared: Prepared, seed: int) -> keras.Model:
     pre = prepared.preprocessor
     spec = cfg.model.model_dump()

@@ -1,9 +1,9 @@
 """The servable model of a sweep's best variant: logged once the sweep knows which variant that is.
 
-With `tracking.log_models: best` (the default) each variant keeps only its trained network (network/network.keras);
-the servable model (preprocessor + network + signature, what `mlflow models serve` and the registry take) costs
-as much to log as a small variant costs to train, so the sweep makes it for its best variant alone, while it draws
-the comparison's plots.
+By default (`tracking.log_models: best`, `tracking.log_networks: best`) each variant keeps only its trained weights
+(network/weights.npz); the servable model (preprocessor + network + signature, what `mlflow models serve` and the
+registry take) costs as much to log as a small variant costs to train, so the sweep makes it, and Keras'
+network.keras, for its best variant alone, from those weights, while it draws the comparison's plots.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipelines import access, models, tracking
 from pipelines.config import Config
+from pipelines.fitting import untrained_network
 from pipelines.prepare import Prepared
 from pipelines.train import builder_code
 
@@ -31,7 +32,10 @@ def send_best_model(cfg: Config, prepared: Prepared, table: pd.DataFrame) -> str
     if tracking.get_run(run_id).data.tags.get("descent.model_uri"):  # tracking.log_models: all, or a resumed sweep's
         return run_id
     try:
-        network = models.load_network(run_id)
+        kept = models.kept_files(run_id)
+        if str(models.NETWORK) not in kept and str(models.WEIGHTS) in kept:  # Keras' file made from its weights
+            models.log_network(models.network_from_weights(run_id, lambda: untrained_network(cfg, prepared)), run_id)
+        network = models.load_network(run_id)  # as a user would load it: a custom layer must be registered
     except Exception as exc:
         if access.refusal(exc):
             raise

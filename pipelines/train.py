@@ -96,8 +96,10 @@ def train(
             code = builder_code(cfg)
             result["model_uri"] = models.log_servable_model(prepared.preprocessor, network, prepared.example, code)
             tracking.later(tags={"descent.model_uri": result["model_uri"]})
-        else:  # the sweep logs its best variant's servable model from it (tracking.log_models: best)
+        elif cfg.tracking.log_networks == "all":  # the sweep logs its best variant's servable model from it
             models.log_network(network)
+        else:  # the sweep makes its best variant's network.keras and servable model from them
+            models.log_weights(network)
         result.update(name=name, variant=variant, run_id=active.info.run_id, experiment_id=active.info.experiment_id)
         result.update(learning_rate=choice.learning_rate, lr_chosen_by=choice.by)
     return result

@@ -121,8 +121,10 @@ def test_only_the_best_variant_gets_a_servable_model_unless_all(store):
     with_model = {name for name, c in children.items() if "descent.model_uri" in c.data.tags}
     assert with_model == {best["variant"]}
     assert children[best["variant"]].data.tags["descent.model_uri"] == result["model_uri"]
-    for child in children.values():  # every variant keeps its trained network, the best one's model is made from it
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "network")] == ["network/network.keras"]
+    for name, child in children.items():  # every variant keeps its weights; the best one's network and model too
+        kept = [a.path for a in client.list_artifacts(child.info.run_id, "network")]
+        assert kept == (["network/network.keras", "network/weights.npz"] if name == best["variant"] else kept[-1:])
+        assert kept[-1] == "network/weights.npz"
     rows = load_dataset("iris").features.head(5)
     predictions = mlflow.pyfunc.load_model(result["model_uri"]).predict(rows)["prediction"]
     network = models.load_network(best["run_id"])
@@ -131,6 +133,29 @@ def test_only_the_best_variant_gets_a_servable_model_unless_all(store):
     everything = sweep(tiny(**GRID, **{"tracking.log_models": "all"}), fresh=True)
     children = _children(store, everything["parent_run_id"])
     assert all("descent.model_uri" in c.data.tags for c in children)
+
+
+def test_every_variants_kept_weights_score_what_it_logged_and_networks_all_keeps_keras_files(store):
+    from components.train import LOSSES, evaluate
+    from pipelines.fitting import untrained_network
+    from pipelines.prepare import prepare
+
+    cfg = tiny(**GRID, **{"sweep.collapse_threshold": None})
+    result = sweep(cfg)
+    prepared = prepare(cfg)
+    pre, test = prepared.preprocessor, prepared.split.test
+    x, y = pre.transform(test.features), pre.encode_target(test.target)
+    for outcome in result["outcomes"]:  # a variant's weights.npz is the network it scored its test rows with
+        trained = outcome["result"]
+        network = models.network_from_weights(trained["run_id"], lambda: untrained_network(cfg, prepared))
+        network.compile(loss=LOSSES["classification"])
+        scores = evaluate(network, x, y)
+        assert scores["loss"] == pytest.approx(trained["final"]["test_loss"], rel=1e-5)
+        assert scores["accuracy"] == pytest.approx(trained["final"]["test_accuracy"])
+    networks = sweep(tiny(**GRID, **{"tracking.log_networks": "all"}), fresh=True)
+    client = MlflowClient(store)
+    for child in _children(store, networks["parent_run_id"]):
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "network")] == ["network/network.keras"]
 
 
 def _inputs(rows):

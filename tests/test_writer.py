@@ -45,8 +45,9 @@ def _sweep(folder: Path, use_writer: bool) -> tuple[str, str]:
 
 def _records(uri: str) -> dict[str, dict]:
     """What each run of the store holds, by run name: status, the names of its params, metrics, tags and files,
-    its dataset inputs, and whether it has a servable model. What the servable model adds to its run (a tag, and
-    its model_config as a param) is left out of the names: a tie on 2 epochs may rank another variant best."""
+    its dataset inputs, and whether it has a servable model. What the best variant's servable model adds to its run
+    (a tag, its model_config as a param, its network.keras) is left out of the names: a tie on 2 epochs may rank
+    another variant best."""
     c = MlflowClient(uri)
     experiment = c.get_experiment_by_name("descent").experiment_id
 
@@ -66,7 +67,7 @@ def _records(uri: str) -> dict[str, dict]:
             "metrics": sorted(r.data.metrics),
             "system_metrics": any(k.startswith("system/") for k in r.data.metrics),
             "tags": sorted(k for k in r.data.tags if k != "descent.model_uri"),
-            "files": sorted(f for f in files(r.info.run_id) if not f.startswith("model")),
+            "files": sorted(f for f in files(r.info.run_id) if not f.startswith(("model", "network/network"))),
             "inputs": inputs,
             "servable": "descent.model_uri" in r.data.tags,
         }
