@@ -1,6 +1,6 @@
 """The speed benchmark: descent's sweep side by side with its peers in one run; writes benchmarks/RESULTS.md.
 
-python -m benchmarks.run              # every figure and target (the default grid, sweeps three times), ~40 min
+python -m benchmarks.run              # every figure and target (the default grid, sweeps five times), ~45 min
 python -m benchmarks.run --smoke      # a 4-variant, 1-epoch version that checks the harness (a CI test), ~3 min
 """
 
@@ -25,7 +25,7 @@ from benchmarks.common import GRID
 from benchmarks.report import report
 
 ROOT = Path(__file__).resolve().parent.parent
-REPEATS = 3  # each sweep, interleaved with the others: medians, on a machine others may share
+REPEATS = 5  # each sweep, interleaved with the others: medians, on a machine others may share
 
 
 def _python(module: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> dict:
