@@ -42,7 +42,9 @@ def targets(r: dict) -> list[str]:
     )
     speedup = peer["seconds"] / d2["seconds"]
     acc_gap = (mean(d2["test_accuracy"]) - mean(peer["test_accuracy"])) * 100
-    tracking = (d1["seconds"] - untracked["seconds"]) / d1["seconds"]
+    overall = (d1["seconds"] - untracked["seconds"]) / d1["seconds"]
+    pairs = tracking_pairs(r)
+    tracking = statistics.median(pairs)
     scaling = d1["seconds"] / d2["seconds"]
     bs1 = lim["descent_steps_per_second_bs1"] / lim["limit_steps_per_second_bs1"]
     bs32 = lim["descent_steps_per_second_bs32"] / lim["limit_steps_per_second_bs32"]
@@ -64,8 +66,9 @@ def targets(r: dict) -> list[str]:
         f"| {verdict(bs32 >= 0.7)} |",
         f"| batch 32, Adam: seconds per epoch (after the first) <= scikit-learn's MLPClassifier | "
         f"{ours_epoch * 1000:.1f} ms vs {sk_epoch * 1000:.1f} ms | {verdict(ours_epoch <= sk_epoch)} |",
-        f"| tracking <= 5% of sweep time (one worker, tracked vs the same work untracked) | {tracking:.1%} "
-        f"({d1['seconds']:.1f} s vs {untracked['seconds']:.1f} s) | {verdict(tracking <= 0.05)} |",
+        f"| tracking <= 5% of sweep time (one worker, tracked vs the same work untracked, run back to back) | "
+        f"{tracking:.1%} (median of the pairs: {', '.join(f'{x:.1%}' for x in pairs)}; of the medians {overall:.1%}: "
+        f"{d1['seconds']:.1f} s vs {untracked['seconds']:.1f} s) | {verdict(tracking <= 0.05)} |",
         f"| two workers on two cores >= 1.6x one worker | {scaling:.2f}x "
         f"({d1['seconds']:.1f} s vs {d2['seconds']:.1f} s) | {verdict(scaling >= 1.6)} |",
         *large_targets(r["large"]),
@@ -82,6 +85,15 @@ def targets(r: dict) -> list[str]:
         untimed = "not timed in this run (--smoke or --no-ci)"
         rows.append(f"| `.ci/run` on a fresh clone <= {CI_MINUTES} min | {untimed} | **not measured** |")
     return rows
+
+
+def tracking_pairs(r: dict) -> list[float]:
+    """What tracking adds to each repeat: the tracked one-worker sweep against the untracked one run right after it
+    (the same machine state: a load that comes and goes weighs on both), as a share of the tracked time."""
+    return [
+        (t["seconds"] - u["seconds"]) / t["seconds"]
+        for t, u in zip(r["descent_1_worker"]["repeats"], r["descent_untracked"]["repeats"], strict=True)
+    ]
 
 
 def report(r: dict, command: str) -> str:
