@@ -1,6 +1,6 @@
 """The speed benchmark: descent's sweep side by side with its peers in one run; writes benchmarks/RESULTS.md.
 
-python -m benchmarks.run              # every figure and target (the default grid, sweeps five times), ~45 min
+python -m benchmarks.run              # every figure and target (the default grid, sweeps five times), ~30 min
 python -m benchmarks.run --smoke      # a 4-variant, 1-epoch version that checks the harness (a CI test), ~3 min
 """
 

@@ -33,7 +33,7 @@ def log_network(network: Any, run_id: str | None = None) -> None:
 def log_weights(network: Any) -> None:
     """The trained network's weights (`network.get_weights()`, in order, as numpy's arr_0, arr_1, ...) as the active
     run's network/weights.npz: under a millisecond, where Keras' .keras file takes ~10 ms a variant. The sweep
-    makes its best variant's network.keras and servable model from them (load_network)."""
+    makes its best variant's network.keras and servable model from them (network_from_weights)."""
     path = Path(tempfile.mkdtemp(prefix="descent-weights-")) / WEIGHTS.name
     np.savez(path, *network.get_weights())
     tracking.store().log_file(tracking.active().run_id, str(path), str(WEIGHTS.parent), remove=True)
