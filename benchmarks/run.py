@@ -80,6 +80,7 @@ def descent_sweep(grid: dict, epochs: int, workers: int, tuning: str = "none") -
             if any(r.data.params["batch_size"] == str(size) for r in runs)
         }
         [parent] = client.search_runs([experiment], "tags.`descent.kind` = 'sweep'")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # this harness's console: its own lines only
         table = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv", tmp))
         columns = ["variant", "status", "learning_rate", "final_val_accuracy", "trials", "tuning_seconds", "updates"]
     timed.pop("stdout")
