@@ -15,7 +15,7 @@ from pipelines import access, backend, cli, locks, registry, tracking
 from pipelines.config import Config
 from pipelines.owners import Busy
 from pipelines.prepare import prepare
-from pipelines.study import MATCH, failures, sweep, sweep_tags
+from pipelines.study import MATCH, failures, nothing_learned, sweep, sweep_tags
 from pipelines.train import check_model
 
 log = logging.getLogger("descent")
@@ -56,7 +56,8 @@ def _locked(cfg: Config, force: bool) -> int:
     finished = table[table["status"] == "finished"]
     parent = result["parent_run_id"]
     if finished.empty:
-        log.error("no variant of sweep %s finished", parent)
+        why = nothing_learned(table) or "no variant finished: see each run's descent.error tag"
+        print(f"descent: error: sweep {parent} not promoted: {why}", file=sys.stderr)
         return cli.EXIT_FAILED
     failed = failures(cfg, table)
     if not failed and result["model_uri"] is None:  # its network would not load (the sweep warned why)

@@ -255,6 +255,20 @@ def _describe(outcome: dict, task: str) -> str:
     return f"{outcome['name']}{state}: {key} {value:.4f}, {lr}, {result['final']['train_seconds']:.3g} s"
 
 
+def nothing_learned(table: Any) -> str | None:
+    """One line, with what to do, when variants ran to their end but none learned anything (each collapsed or
+    diverged); None when one finished, or when none ran to its end (they failed: see failures)."""
+    status = table["status"]
+    ended = {kind: int((status == kind).sum()) for kind in ("collapsed", "diverged")}
+    if (status == "finished").any() or not any(ended.values()):
+        return None
+    counts = ", ".join(f"{n} {kind}" for kind, n in ended.items() if n)
+    return (
+        f"no variant of the sweep learned anything ({counts} of {len(table)}): train longer (training.epochs) or "
+        "let each variant find its learning rate (tuning.method=grid)"
+    )
+
+
 def failures(cfg: Config, table: Any) -> str | None:
     """What to say when variants failed (unless sweep.tolerate_failures): the sweep is not what was asked for."""
     failed = table.loc[table["status"] == "failed", "variant"].tolist()

@@ -40,7 +40,7 @@ def _entry(argv: list[str] | None) -> int:
         writer.start(backend.tracking_uri())
     result = sweep(cfg, fresh=args.fresh)
     from pipelines import grouping, tracking
-    from pipelines.study import failures
+    from pipelines.study import failures, nothing_learned
 
     table = result["table"]
     print(result["summary"].split("\n| variant")[0].rstrip())
@@ -49,9 +49,12 @@ def _entry(argv: list[str] | None) -> int:
     log.info("\nsee the variants side by side: %s", backend.ui_command())
     log.info("then open %s and expand run %s", tracking.runs_page(result["experiment_id"]), result["parent_run_id"])
     log.info(grouping.hint(result["experiment_id"], result["parent_run_id"], cfg.sweep.seeds))
-    if not table["status"].isin(["finished", "diverged"]).any():
+    if not table["status"].isin(["finished", "diverged", "collapsed"]).any():
         print("descent: error: no variant of the sweep finished: see each run's descent.error tag", file=sys.stderr)
         return cli.EXIT_FAILED
+    learned = nothing_learned(table)  # a result, not a failure: the summary says which variants did what
+    if learned:
+        log.warning("descent: warning: %s", learned)
     failed = failures(cfg, table)
     if failed:
         print(f"descent: error: {failed}", file=sys.stderr)

@@ -63,6 +63,20 @@ def test_runs_once_skips_when_unchanged_and_keeps_the_better_champion(store, cap
     assert third.data.tags["descent.decision"] == "promoted to champion"
 
 
+def test_a_trigger_whose_sweep_learned_nothing_promotes_nothing_and_says_why(store, capsys):
+    # one full-batch update of Adam at its default rate leaves digits at chance: nothing to promote
+    values = {"data.source": "digits", "sweep.optimizers": ["adam"], "sweep.batch_sizes": ["full"]}
+    cfg = tiny(**values, **{"training.epochs": 1, "sweep.collapse_threshold": 0.1})
+    assert scheduled(cfg) == 1
+    [sweep] = _sweeps(store)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"descent: error: sweep {sweep.info.run_id} not promoted: no variant of the sweep learned anything "
+        "(1 collapsed of 1): train longer (training.epochs) or let each variant find its learning rate "
+        "(tuning.method=grid)"
+    )
+    assert MlflowClient(store).search_registered_models() == []
+
+
 def test_an_overlapping_trigger_skips_or_waits_then_says_try_later(store, caplog):
     caplog.set_level("INFO", logger="descent")
     with FileLock(backend.lock_path("experiment-descent")):  # a holder that says nothing about itself

@@ -175,6 +175,19 @@ def test_a_sweep_where_nothing_finishes_exits_1(store, monkeypatch, capsys):
     assert "descent: error: no variant of the sweep finished" in capsys.readouterr().err
 
 
+def test_a_sweep_where_no_variant_learned_anything_says_so_and_what_to_do(store, capsys, caplog):
+    # one full-batch update of Adam at its default rate leaves digits at chance: collapsed, a result (exit 0)
+    argv = ["--data", "digits", "--epochs", "1", "--optimizers", "adam", "--batch_sizes", "full"]
+    argv += ["--overrides", "sweep.workers=1 tuning.method=none"]
+    assert cli.main(sweep_entry, argv) == 0
+    out, err = capsys.readouterr()
+    assert "adam-full collapsed" in out and "descent: error" not in err
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "descent: warning: no variant of the sweep learned anything (1 collapsed of 1): train longer "
+        "(training.epochs) or let each variant find its learning rate (tuning.method=grid)"
+    ]
+
+
 def test_compare_refuses_a_run_that_is_not_a_sweep(store, tiny_cfg):
     result = train_pipeline.train(tiny_cfg)
     with pytest.raises(InputError, match="is not a descent sweep"):
