@@ -114,6 +114,9 @@ def _run(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
         _tag_launched_run(f"Busy: {exc}")
         return EXIT_UNAVAILABLE
     except Exception as exc:
+        stopped = stop_inside(exc)
+        if stopped is not None:
+            return _stopped(stopped)
         # A server that refuses the login (401) or its rights (403) is bad input too: retrying will not help.
         refused = access.refusal(exc)
         if refused is None and not isinstance(exc, InputError):
@@ -123,13 +126,31 @@ def _run(entry: Callable[[list[str] | None], int | None], argv: list[str] | None
             _tag_launched_run(f"InputError: {exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as stopped:  # Ctrl+C, or SIGTERM (which Ray re-raises as a plain KeyboardInterrupt)
-        if isinstance(stopped, Terminated) or _FIRST[:1] == [signal.SIGTERM]:
-            print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
-            return 143
-        print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
-        return 130
+        return _stopped(stopped)
     finally:
         _keep_logs()
+
+
+def _stopped(stopped: KeyboardInterrupt) -> int:
+    if isinstance(stopped, Terminated) or _FIRST[:1] == [signal.SIGTERM]:
+        print("descent: terminated (SIGTERM); any open run was ended KILLED", file=sys.stderr)
+        return 143
+    print("descent: interrupted; any open run was ended KILLED", file=sys.stderr)
+    return 130
+
+
+def stop_inside(exc: BaseException) -> KeyboardInterrupt | None:
+    """The stop (SIGTERM or Ctrl+C, see `stop`) that the error `exc` stands for, if any. A stop raised while a
+    library's C code had called back into Python comes out as that library's error (TensorFlow converting a numpy
+    array: SystemError "returned a result with an exception set"), with the stop as its cause."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, KeyboardInterrupt):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 def _keep_logs() -> None:

@@ -107,6 +107,10 @@ def run(
         _end(opened, "KILLED")
         raise
     except BaseException as exc:
+        stopped = cli.stop_inside(exc)
+        if stopped is not None:  # a stop that a library's C code turned into its own error
+            _end(opened, "KILLED")
+            raise stopped from None
         later(tags={"descent.error": f"{type(exc).__name__}: {exc}"[:5000]})
         _end(opened, "FAILED")
         raise

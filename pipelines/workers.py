@@ -65,6 +65,9 @@ def run_job(job: Job, prepared: Prepared | None = None) -> dict:
         )
         return {"name": job.name, "state": "diverged" if result["diverged"] else "finished", "result": result}
     except Exception as exc:  # one broken variant must not stop the study; its run is FAILED with the reason
+        stopped = cli.stop_inside(exc)
+        if stopped is not None:  # not broken: stopped (SIGTERM or Ctrl+C) inside a library's C code
+            raise stopped from None
         outcome = {"name": job.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
         refused = access.refusal(exc)  # said here, where the worker's own login is known
         return outcome | ({"refused": refused} if refused else {})

@@ -331,3 +331,32 @@ def test_a_variant_that_fails_before_its_run_exists_is_failed_in_the_comparison(
     # tolerated: exit 0; the same command tried the failed variant again (reusing the finished one)
     assert cli.main(sweep_entry, [*argv[:-1], ONE + " sweep.tolerate_failures=true"]) == cli.EXIT_OK
     assert [r.info.status for r in runs_of(store) if r.info.run_name == "adam-bs16"] == ["FAILED", "FAILED"]
+
+
+def _stop_inside_c_code() -> SystemError:
+    """What TensorFlow raises when SIGTERM's Terminated is raised while its C code calls back into numpy."""
+    try:
+        try:
+            raise cli.Terminated()
+        except cli.Terminated as stop:
+            raise SystemError("<built-in method __array__> returned a result with an exception set") from stop
+    except SystemError as wrapped:
+        return wrapped
+
+
+def test_a_stop_that_a_library_turned_into_its_own_error_ends_the_run_killed_and_exits_143(store, capsys):
+    from pipelines import tracking
+
+    assert isinstance(cli.stop_inside(_stop_inside_c_code()), cli.Terminated)
+    assert cli.stop_inside(ValueError("broken")) is None
+    opened = []
+
+    def entry(argv):
+        with tracking.run("descent", "stopped-in-c", tags={}) as run:
+            opened.append(run.run_id)
+            raise _stop_inside_c_code()
+
+    assert cli.main(entry, []) == 143  # as SIGTERM anywhere else; it was exit 1 and a SystemError traceback
+    assert "descent: terminated (SIGTERM); any open run was ended KILLED" in capsys.readouterr().err
+    run = MlflowClient(store).get_run(opened[0])
+    assert run.info.status == "KILLED" and "descent.error" not in run.data.tags
