@@ -103,13 +103,12 @@ def run(
     _ACTIVE.append(opened)
     try:
         yield opened
-    except KeyboardInterrupt:
-        _end(opened, "KILLED")
-        raise
     except BaseException as exc:
-        stopped = cli.stop_inside(exc)
-        if stopped is not None:  # a stop that a library's C code turned into its own error
+        stopped = cli.stop_inside(exc)  # Ctrl+C or SIGTERM, also when a library's C code made it its own error
+        if stopped is not None:
             _end(opened, "KILLED")
+            if stopped is exc:
+                raise
             raise stopped from None
         later(tags={"descent.error": f"{type(exc).__name__}: {exc}"[:5000]})
         _end(opened, "FAILED")
