@@ -144,7 +144,7 @@ class Direct:
         """Sample the machine (CPU, memory, disk, network; GPU) for run `run_id` until it ends."""
         from pipelines.system_metrics import monitor
 
-        self.monitors[run_id] = monitor(run_id, interval, self.uri)
+        self.monitors[run_id] = monitor(run_id, interval, self.uri, self.log_batch)
 
     # -- reads ---------------------------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run:

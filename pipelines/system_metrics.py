@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.config import TrackingConfig
@@ -19,9 +21,11 @@ def wanted(settings: TrackingConfig) -> bool:
     return settings.system_metrics and importlib.util.find_spec("psutil") is not None
 
 
-def monitor(run_id: str, interval: float, uri: str) -> Any:
-    """Start sampling the machine for run `run_id` of the store at `uri`; `finish()` logs the last sample."""
+def monitor(run_id: str, interval: float, uri: str, write: Callable[[str, list], None]) -> Any:
+    """Start sampling the machine for run `run_id` of the store at `uri`; `finish()` logs the last sample. Each
+    sample is written with `write(run_id, points)` (the store's log_batch: points are (key, value, ms, step))."""
     sampler = _monitor_class()(run_id, sampling_interval=interval, tracking_uri=uri)
+    sampler.write = write
     sampler.start()
     return sampler
 
@@ -40,6 +44,15 @@ def _monitor_class() -> type:
             while not self._shutdown_event.wait(self.sampling_interval):
                 self._sample()
             self._sample()
+
+        def publish_metrics(self, metrics: dict[str, float]) -> None:
+            """As MLflow's (system/<name>, one step per sample), written at once in the store's one batch."""
+            prefix = self._metrics_prefix + (self.node_id + "/" if self.node_id else "")
+            now = int(time.time() * 1000)
+            self.write(self._run_id, [(prefix + k, float(v), now, self._logging_step) for k, v in metrics.items()])
+            self._logging_step += 1
+            for sampled in self.monitors:
+                sampled.clear_metrics()
 
         def _sample(self) -> None:
             try:
