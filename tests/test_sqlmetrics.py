@@ -4,6 +4,8 @@ stores them: every point, NaN and infinities, the latest value per key, repeats,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -11,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.sqlmetrics import insert_metrics, sql_store
 from pipelines.store import Direct
+from tests.servers import postgres_cluster
 
 NOW = 1_700_000_000_000
 # Batches as a sweep sends them, and the cases MLflow's store orders or cleans: a key's steps out of order across
@@ -34,9 +37,20 @@ def _stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
     return history, {k: repr(v) for k, v in run.data.metrics.items()}
 
 
-def test_points_written_in_one_statement_are_stored_as_mlflow_stores_them(store):
-    direct, client = Direct(store), MlflowClient(store)
-    assert direct.sql is not None, "a sqlite store takes the one-statement path"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_uri(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new SQL tracking store: a sqlite file, or a database of a throwaway PostgreSQL cluster."""
+    monkeypatch.chdir(tmp_path)  # where the experiments' artifacts would go
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    with postgres_cluster() as postgres:
+        yield postgres.create_database("metrics", "descent")
+
+
+def test_points_written_in_one_statement_are_stored_as_mlflow_stores_them(sql_uri):
+    direct, client = Direct(sql_uri), MlflowClient(sql_uri)
+    assert direct.sql is not None, "a SQL store takes the one-statement path"
     experiment = client.create_experiment("same")
     ours, theirs = (client.create_run(experiment).info.run_id for _ in range(2))
     for batch in BATCHES:
