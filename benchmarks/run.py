@@ -122,7 +122,9 @@ def ci_run() -> dict:
         load, started = os.getloadavg()[0], time.perf_counter()
         done = subprocess.run(["bash", ".ci/run"], cwd=clone, capture_output=True, text=True)
         seconds = time.perf_counter() - started
-    summary = [line for line in done.stdout.splitlines() if " passed" in line or " failed" in line][-1:]
+    lines = done.stdout.splitlines()
+    failed = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]  # which, by name
+    summary = failed + [line for line in lines if " passed" in line or " failed" in line][-1:]
     return {"seconds": seconds, "returncode": done.returncode, "load_before": load, "summary": summary}
 
 
