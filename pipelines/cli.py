@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -140,17 +141,29 @@ def _stopped(stopped: KeyboardInterrupt) -> int:
 
 
 def stop_inside(exc: BaseException) -> KeyboardInterrupt | None:
-    """The stop (SIGTERM or Ctrl+C, see `stop`) that the error `exc` stands for, if any. A stop raised while a
-    library's C code had called back into Python comes out as that library's error (TensorFlow converting a numpy
-    array: SystemError "returned a result with an exception set"), with the stop as its cause."""
+    """The stop (SIGTERM or Ctrl+C, see `stop`) that the error `exc` stands for, if any.
+
+    A stop is raised wherever the main thread is, library code included, and a library may turn it into an error of
+    its own: TensorFlow converting a numpy array (SystemError "returned a result with an exception set", the stop as
+    its cause), its C++ code raising an error of its own at that moment (pybind11's RuntimeError "ORIGINAL
+    InvalidArgumentError REPLACED BY Terminated", the stop in its text only), or its tracing swallowing it (ValueError
+    "Could not pack sequence", no trace of the stop at all). So once a stop has arrived in this process, any error
+    is the stop's doing: the user asked for the end, and what was running ends KILLED, not FAILED.
+    """
     seen: set[int] = set()
     found: BaseException | None = exc
     while found is not None and id(found) not in seen:
         if isinstance(found, KeyboardInterrupt):
             return found
+        named = _REPLACED_BY.search(str(found)) if isinstance(found, RuntimeError) else None
+        if named is not None:  # also a stop that came another way than this process's handler (Ray's cancel)
+            return Terminated() if named[1] == Terminated.__name__ else KeyboardInterrupt()
         seen.add(id(found))
         found = found.__cause__ or found.__context__
-    return None
+    return _stopping() if _STOP.is_set() else None
+
+
+_REPLACED_BY = re.compile(r"REPLACED BY (Terminated|KeyboardInterrupt)\b")  # pybind11's error_already_set
 
 
 def _keep_logs() -> None:
