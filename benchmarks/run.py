@@ -123,7 +123,7 @@ def ci_run() -> dict:
         done = subprocess.run(["bash", ".ci/run"], cwd=clone, capture_output=True, text=True)
         seconds = time.perf_counter() - started
     lines = done.stdout.splitlines()
-    failed = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]  # which, by name
+    failed = [line[:400] for line in lines if line.startswith(("FAILED ", "ERROR "))]  # which, and pytest's why
     summary = failed + [line for line in lines if " passed" in line or " failed" in line][-1:]
     return {"seconds": seconds, "returncode": done.returncode, "load_before": load, "summary": summary}
 

@@ -148,6 +148,9 @@ def wait_for_runs(store: str, filter_string: str, timeout: float = 180) -> list:
 
     from mlflow.tracking import MlflowClient
 
+    from pipelines.backend import ensure_store
+
+    ensure_store(store)  # a new sqlite store's schema under descent's lock: made by two processes at once, it breaks
     client = MlflowClient(store)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

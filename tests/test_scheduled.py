@@ -128,19 +128,23 @@ def test_sigterm_ends_every_open_run_killed(store, tmp_path, to):
     command += ["--optimizers", "adam", "--batch_sizes", "1,full"]
     env = project_env(store)
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    client = MlflowClient(store)
-    assert wait_for_runs(store, "tags.`descent.kind` = 'variant'", timeout=120), "no variant started"
+    if not wait_for_runs(store, "tags.`descent.kind` = 'variant'", timeout=120):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"no variant started; the sweep's stderr:\n{proc.communicate()[1][-3000:]}")
     # systemd's stop and Ctrl+C signal the whole group: each worker gets SIGTERM twice (the sweep sends its own)
     os.killpg(proc.pid, signal.SIGTERM) if to == "its process group" else os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    assert proc.returncode == 143, err[-3000:]
     assert "descent: terminated (SIGTERM); any open run was ended KILLED" in err
+    client = MlflowClient(store)  # made now: a client makes a new store's schema at once, beside the sweep's
     runs = client.search_runs([client.get_experiment_by_name("descent").experiment_id])
     sweeps = [r for r in runs if r.data.tags.get("descent.kind") == "sweep"]
     variants = [r for r in runs if r.data.tags.get("descent.kind") == "variant"]
     assert [r.info.status for r in sweeps] == ["KILLED"]
     # each worker process got SIGTERM too: whatever was training ended KILLED, nothing is left RUNNING
-    assert "KILLED" in {r.info.status for r in variants}
+    assert "KILLED" in {r.info.status for r in variants}, [
+        (r.info.status, r.data.tags.get("descent.error")) for r in variants
+    ]
     assert {r.info.status for r in variants} <= {"KILLED", "FINISHED"}
 
 

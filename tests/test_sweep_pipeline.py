@@ -206,7 +206,6 @@ def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
     command += ["--optimizers", "adam,sgd", "--batch_sizes", "1,full", "--overrides", "model.hidden=[8]"]
     env = project_env(store)
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(store)
     finished = wait_for_runs(store, "tags.`descent.kind` = 'variant' and attributes.status = 'FINISHED'")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -214,6 +213,7 @@ def test_killed_sweep_resumes_and_records_each_variant_once(store, tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming sweep:" in done.stdout
+    client = MlflowClient(store)
     experiment_id = client.get_experiment_by_name("descent").experiment_id
     variants = client.search_runs([experiment_id], "tags.`descent.kind` = 'variant'")
     ok = [r.info.run_name for r in variants if r.info.status == "FINISHED"]
