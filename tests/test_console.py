@@ -14,6 +14,7 @@ What counts as descent's line, precisely:
 """
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,21 @@ def test_verbose_shows_everything_and_the_default_does_not(store, tmp_path):
     assert any(word in loud.stderr for word in TENSORFLOW)
     assert all(noise in loud.stderr for noise in MLFLOW_NOISE)
     assert re.search(r"^epoch 2/2: loss ", loud.stdout, re.MULTILINE)  # training.verbose: one line per epoch
+
+
+def test_what_a_run_leaves_in_the_users_clone_is_ignored_by_git(store, tmp_path):
+    # README's first command runs in the clone: the store, its lock and its artifacts land there, and must not show
+    # as new files in `git status` (the project's own .gitignore, in a repository where the run happened)
+    command = [sys.executable, "-m", "pipelines.train", "--data", "iris", "--epochs", "1", "--batch_size", "full"]
+    done = subprocess.run(command, cwd=tmp_path, env=project_env(store), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "mlflow.db.lock").exists() and (tmp_path / "mlruns").is_dir()  # what there is to ignore
+    shutil.copy(ROOT / ".gitignore", tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    status = ["git", "status", "--porcelain", "--untracked-files=all"]
+    assert subprocess.run(status, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.splitlines() == [
+        "?? .gitignore"
+    ]
 
 
 def test_mlflow_run_prints_only_descents_and_the_launchers_lines(store, tmp_path):
